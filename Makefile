@@ -1,0 +1,51 @@
+# The commands people run often. `make run` and `make test` work from a fresh clone.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup run test lint format protos bench clean system-deps
+
+help:
+	@echo "make run      set up .venv and run a short local training"
+	@echo "make test     set up .venv (and system packages, as root) and run the tests"
+	@echo "make lint     ruff check"
+	@echo "make protos   regenerate ba3c/v1/*_pb2*.py from protos/"
+	@echo "make bench    run the benchmarks in bench/"
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python >= 3.11) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[cpu,dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# System packages some tests need (Slurm, munge, Prometheus); only as root on Debian.
+system-deps:
+	@bash tests/system-deps.sh
+
+run: setup
+	$(PY) -m ba3c.cli train --minutes 3 --run-dir runs/make-run-$$(date +%Y%m%d-%H%M%S)
+
+test: setup system-deps
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+
+protos: setup
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
+		protos/ba3c/v1/*.proto
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,441 @@
+"""The run's configuration: one typed tree of dataclasses, one source of defaults.
+
+Every service sees the same `Config`. It is built in layers, each overriding the one
+before: the defaults written here -> a TOML file (normally RUN_DIR/config.toml) ->
+`BA3C_<NAME>` environment variables -> command-line flags. Flag names follow the seed's
+(Distributed-BA3C) where it had one, so `--lr`, `--ps`, `--use_sync` mean what they meant.
+
+Every leaf name is unique across sections, so a knob has exactly one flag
+(`--batch_size`), one environment variable (`BA3C_BATCH_SIZE`) and one TOML key
+(`batch_size` under its section, e.g. `[learner]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BA3C_"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which and why."""
+
+
+def knob(default: Any, help: str, *aliases: str, choices: Sequence[Any] | None = None) -> Any:
+    """A configuration field with its help text and optional short flags (e.g. "-l")."""
+    return field(
+        default=default,
+        metadata={"help": help, "aliases": aliases, "choices": tuple(choices or ())},
+    )
+
+
+@dataclass
+class RunConfig:
+    name: str = knob("ba3c", "Name of the run; the run directory is named after it.")
+    env: str = knob(
+        "ALE/Breakout-v5",
+        "Gymnasium environment id (Atari ids such as ALE/Breakout-v5 or "
+        "BreakoutNoFrameskip-v4, or any vector-observation id such as CartPole-v1).",
+        "-e",
+    )
+    seed: int = knob(0, "Base random seed; each process derives its own from it.")
+
+
+@dataclass
+class EnvConfig:
+    frame_skip: int = knob(4, "Emulator frames per agent step (max-pooled over the last two).")
+    noop_max: int = knob(30, "Up to this many no-op actions at the start of each episode.")
+    frame_size: int = knob(84, "Observations are resized to frame_size x frame_size.")
+    frame_stack: int = knob(4, "Number of consecutive frames stacked in one observation.")
+    rgb: bool = knob(False, "Keep RGB frames instead of grayscale (the seed's variant).")
+    episodic_life: bool = knob(
+        True, "Treat the loss of a life as the end of an episode for training (Atari)."
+    )
+    clip_rewards: bool = knob(True, "Clip training rewards to [-1, 1]; scores stay unclipped.")
+    max_episode_steps: int = knob(
+        27000, "Cut an episode after this many agent steps (108k frames at frame_skip 4)."
+    )
+
+
+@dataclass
+class ModelConfig:
+    model: str = knob(
+        "auto",
+        "Network: nature (Nature-DQN CNN), tensorpack (the seed's CNN), mlp (vector "
+        "observations), or auto (nature for images, mlp otherwise).",
+        choices=("auto", "nature", "tensorpack", "mlp"),
+    )
+    fc_neurons: int = knob(512, "Units of the fully connected layer (the seed's --fc_neurons).")
+    fc_splits: int = knob(
+        1, "Split the fully connected layer's kernel into this many pieces across shards."
+    )
+    mlp_hidden: int = knob(64, "Units of each hidden layer of the mlp model.")
+
+
+@dataclass
+class OptimizerConfig:
+    optimizer: str = knob(
+        "adam", "Optimizer applied on the parameter servers.", "-o",
+        choices=("adam", "rmsprop", "sgd"),
+    )
+    lr: float = knob(0.001, "Learning rate.", "-l")
+    lr_schedule: str = knob(
+        "constant",
+        "Learning-rate schedule over versions: constant, or linear (decays to lr_final "
+        "at lr_decay_steps).",
+        choices=("constant", "linear"),
+    )
+    lr_final: float = knob(0.0, "Learning rate reached at lr_decay_steps (linear schedule).")
+    lr_decay_steps: int = knob(1_000_000, "Versions over which the linear schedule decays.")
+    beta1: float = knob(0.8, "Adam beta1 (the seed's best run used 0.8).")
+    beta2: float = knob(0.75, "Adam beta2 (the seed's best run used 0.75).")
+    epsilon: float = knob(1e-8, "Adam / RMSProp epsilon.")
+    rmsprop_decay: float = knob(0.99, "RMSProp decay of the squared-gradient average.")
+
+
+@dataclass
+class ParamServerConfig:
+    ps: int = knob(1, "Number of parameter-server shards.")
+    use_sync: bool = knob(
+        False, "Synchronous mode: average the pushes of replicas_to_aggregate learners per step."
+    )
+    replicas_to_aggregate: int = knob(
+        1, "Pushes averaged per version in sync mode (the seed's -g).", "-g"
+    )
+    sync_timeout: float = knob(
+        10.0, "Sync mode: seconds to wait for missing learners before aggregating what arrived."
+    )
+    lease_seconds: float = knob(
+        30.0, "A learner silent for this long no longer counts as live for aggregation."
+    )
+    max_staleness: int = knob(
+        0, "Async mode: drop pushes staler than this many versions (0 = never drop)."
+    )
+    save_every: int = knob(500, "Write a checkpoint every this many versions (0 = only at exit).")
+    keep_checkpoints: int = knob(3, "Checkpoints kept per shard (newest first).")
+
+
+@dataclass
+class LearnerConfig:
+    learners: int = knob(1, "Number of learner processes.")
+    batch_size: int = knob(128, "Transitions per training batch.", "-b")
+    t_max: int = knob(5, "Steps per environment before an n-step return is computed.")
+    gamma: float = knob(0.99, "Discount factor.")
+    entropy_beta: float = knob(0.01, "Weight of the entropy bonus.")
+    value_loss_coef: float = knob(0.5, "Weight of the value loss.")
+    grad_clip: float = knob(40.0, "Clip gradients to this global norm (0 = no clipping).")
+    predict_batch_size: int = knob(
+        64, "Most observations in one forward pass (the seed's PREDICT_BATCH_SIZE)."
+    )
+    predict_wait_ms: float = knob(
+        2.0, "Longest the predictor waits to fill a batch, in milliseconds."
+    )
+    grad_dtype: str = knob(
+        "float32", "Type of gradients on the wire.", choices=("float32", "bfloat16", "float16")
+    )
+    queue_size: int = knob(
+        4096, "Most transitions waiting for the trainer; a full queue slows the pools down."
+    )
+    threads: int = knob(
+        0, "TensorFlow threads (0 = the cores Slurm gives the task, else all cores)."
+    )
+
+
+@dataclass
+class SimulatorConfig:
+    pools: int = knob(1, "Number of simulator pools (processes).")
+    simulator_procs: int = knob(16, "Environments stepped together by one pool.")
+    sim_threads: int = knob(0, "Emulator threads per pool (0 = one per core, at most one per env).")
+
+
+@dataclass
+class EvaluatorConfig:
+    eval_node: bool = knob(True, "Run the evaluator (the seed's --eval_node).")
+    record_node: bool = knob(False, "Record a video of each evaluation (the seed's --record_node).")
+    eval_every: float = knob(60.0, "Seconds between evaluations.")
+    eval_episodes: int = knob(5, "Episodes per evaluation.")
+    eval_greedy: bool = knob(False, "Evaluate the greedy policy instead of sampling actions.")
+    eval_max_steps: int = knob(27000, "Cut an evaluation episode after this many agent steps.")
+    keep_videos: int = knob(5, "Newest videos kept (the best one is always kept as well).")
+
+
+@dataclass
+class NetConfig:
+    host: str = knob(
+        "", "Address servers bind to (empty: the node's hostname under Slurm, else 127.0.0.1)."
+    )
+    max_message_mb: int = knob(256, "Largest gRPC message, in MiB.")
+    rpc_timeout: float = knob(60.0, "Deadline of one PushPull/Pull call, in seconds.")
+    metrics: bool = knob(True, "Serve Prometheus metrics over HTTP.")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    paramserver: ParamServerConfig = field(default_factory=ParamServerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def validate(self) -> Config:
+        """Checks values that no type can express; raises ConfigError naming the knob."""
+        positive = {
+            "ps": self.paramserver.ps,
+            "learners": self.learner.learners,
+            "pools": self.simulator.pools,
+            "simulator_procs": self.simulator.simulator_procs,
+            "batch_size": self.learner.batch_size,
+            "t_max": self.learner.t_max,
+            "replicas_to_aggregate": self.paramserver.replicas_to_aggregate,
+            "fc_splits": self.model.fc_splits,
+            "frame_skip": self.env.frame_skip,
+            "frame_stack": self.env.frame_stack,
+            "eval_episodes": self.evaluator.eval_episodes,
+            "predict_batch_size": self.learner.predict_batch_size,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"--{name} must be at least 1, got {value}")
+        if not 0 < self.learner.gamma <= 1:
+            raise ConfigError(f"--gamma must be in (0, 1], got {self.learner.gamma}")
+        if not (self.optim.lr > 0 and math.isfinite(self.optim.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.optim.lr}")
+        if self.paramserver.sync_timeout <= 0:
+            raise ConfigError(
+                f"--sync_timeout must be positive, got {self.paramserver.sync_timeout}"
+            )
+        for name, value in (("beta1", self.optim.beta1), ("beta2", self.optim.beta2)):
+            if not 0 <= value < 1:
+                raise ConfigError(f"--{name} must be in [0, 1), got {value}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# Walking the tree
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One leaf of the tree: where it lives, its type, default and help."""
+
+    section: str
+    name: str
+    type: type
+    default: Any
+    help: str
+    aliases: tuple[str, ...]
+    choices: tuple[Any, ...]
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name
+
+
+def knobs() -> Iterator[Knob]:
+    """Every leaf of Config, in declaration order."""
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = hints[section.name]
+        leaf_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield Knob(
+                section=section.name,
+                name=f.name,
+                type=leaf_hints[f.name],
+                default=f.default,
+                help=f.metadata["help"],
+                aliases=tuple(f.metadata["aliases"]),
+                choices=tuple(f.metadata["choices"]),
+            )
+
+
+def _check_unique_names() -> None:
+    seen: dict[str, str] = {}
+    for k in knobs():
+        if k.name in seen:
+            raise AssertionError(f"knob {k.name} is in both [{seen[k.name]}] and [{k.section}]")
+        seen[k.name] = k.section
+
+
+_check_unique_names()
+
+
+def parse_value(k: Knob, raw: Any, source: str) -> Any:
+    """Turns a raw value (string from env/flags, or TOML value) into the knob's type."""
+    try:
+        if k.type is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError(raw)
+        elif k.type is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            value = int(raw)
+        elif k.type is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = float(raw)
+        else:
+            if not isinstance(raw, str):
+                raise ValueError(raw)
+            value = raw
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {k.name} expects {k.type.__name__}, got {raw!r}"
+        ) from None
+    if k.choices and value not in k.choices:
+        raise ConfigError(
+            f"{source}: {k.name} must be one of {', '.join(map(str, k.choices))}, got {value!r}"
+        )
+    return value
+
+
+def _set(cfg: Config, k: Knob, value: Any) -> None:
+    setattr(getattr(cfg, k.section), k.name, value)
+
+
+def get(cfg: Config, name: str) -> Any:
+    """The value of the knob called `name`, wherever it lives."""
+    for k in knobs():
+        if k.name == name:
+            return getattr(getattr(cfg, k.section), name)
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------
+# The layers
+
+
+def apply_mapping(cfg: Config, data: Mapping[str, Any], source: str) -> None:
+    """Applies a TOML-shaped mapping ({section: {name: value}}); unknown keys are errors."""
+    by_section: dict[str, dict[str, Knob]] = {}
+    for k in knobs():
+        by_section.setdefault(k.section, {})[k.name] = k
+    for section, values in data.items():
+        if section not in by_section:
+            raise ConfigError(
+                f"{source}: unknown section [{section}] (known: {', '.join(by_section)})"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for name, raw in values.items():
+            if name not in by_section[section]:
+                raise ConfigError(f"{source}: unknown key {name!r} in [{section}]")
+            k = by_section[section][name]
+            _set(cfg, k, parse_value(k, raw, source))
+
+
+def apply_toml(cfg: Config, path: Path) -> None:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    apply_mapping(cfg, data, str(path))
+
+
+def apply_environ(cfg: Config, environ: Mapping[str, str]) -> None:
+    for k in knobs():
+        if k.env_var in environ:
+            _set(cfg, k, parse_value(k, environ[k.env_var], f"environment {k.env_var}"))
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per knob. Flags default to None so that unset flags override nothing."""
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        group = parser.add_argument_group(
+            f"{section.name} options", (hints[section.name].__doc__ or "").split("\n")[0]
+        )
+        for k in (k for k in knobs() if k.section == section.name):
+            default = k.default
+            help_text = f"{k.help} Default: {default}. Env: {k.env_var}."
+            if k.choices:
+                help_text += f" One of: {', '.join(map(str, k.choices))}."
+            if k.type is bool:
+                group.add_argument(
+                    *k.aliases, k.flag, dest=k.name, default=None,
+                    action=argparse.BooleanOptionalAction, help=help_text,
+                )
+            else:
+                group.add_argument(
+                    *k.aliases, k.flag, dest=k.name, default=None, metavar=k.type.__name__.upper(),
+                    help=help_text,
+                )
+
+
+def apply_flags(cfg: Config, args: argparse.Namespace) -> None:
+    for k in knobs():
+        raw = getattr(args, k.name, None)
+        if raw is not None:
+            _set(cfg, k, parse_value(k, raw, f"flag {k.flag}"))
+
+
+def load(
+    toml_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    args: argparse.Namespace | None = None,
+) -> Config:
+    """Builds the configuration: defaults -> TOML -> environment -> flags, then validates."""
+    cfg = Config()
+    if toml_path is not None:
+        apply_toml(cfg, toml_path)
+    apply_environ(cfg, os.environ if environ is None else environ)
+    if args is not None:
+        apply_flags(cfg, args)
+    return cfg.validate()
+
+
+# ---------------------------------------------------------------------------------------
+# Writing it back
+
+
+def to_mapping(cfg: Config) -> dict[str, dict[str, Any]]:
+    return {s: dict(vars(getattr(cfg, s))) for s in (f.name for f in dataclasses.fields(Config))}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(cfg: Config) -> str:
+    """The configuration as TOML, with each knob's help as a comment."""
+    helps = {k.name: k.help for k in knobs()}
+    lines = ["# ba3c run configuration (resolved). Every knob is documented by `ba3c --help`."]
+    for section, values in to_mapping(cfg).items():
+        lines.append(f"\n[{section}]")
+        for name, value in values.items():
+            lines.append(f"# {helps[name]}")
+            lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,1 @@
+"""The evaluator service (placeholder until its issue lands)."""

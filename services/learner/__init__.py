@@ -1,0 +1,1 @@
+"""The learner service (placeholder until its issue lands)."""

@@ -1,0 +1,1 @@
+"""The paramserver service (placeholder until its issue lands)."""

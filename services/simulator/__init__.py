@@ -1,0 +1,1 @@
+"""The simulator service (placeholder until its issue lands)."""

@@ -1,0 +1,82 @@
+"""The tensor codec: every dtype round-trips; inconsistent messages are refused clearly."""
+
+import numpy as np
+import pytest
+
+from ba3c import tensors
+from ba3c.tensors import TensorError
+from ba3c.v1 import tensor_pb2 as pb
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float16", "uint8", "int32", "int64"]
+)
+@pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 3, 4), (1, 84, 84, 4)])
+def test_round_trip_is_exact_for_numpy_dtypes(dtype, shape):
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal(shape) * 100).astype(dtype)
+    message = tensors.encode(array)
+    back = tensors.decode(pb.Tensor.FromString(message.SerializeToString()))
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_decode_is_zero_copy_and_read_only():
+    message = tensors.encode(np.arange(10, dtype=np.float32))
+    view = tensors.decode(message)
+    assert not view.flags.writeable
+    assert not view.flags.owndata
+
+
+def test_bfloat16_round_trip_keeps_three_significant_digits():
+    array = np.array([1.0, -2.5, 3.14159, 1e-20, 6.5e4, 0.0, np.inf, -np.inf], np.float32)
+    message = tensors.encode(array, "bfloat16")
+    assert message.dtype == pb.BFLOAT16 and len(message.data) == 2 * array.size
+    back = tensors.decode(message)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, array, rtol=2 ** -8)
+
+
+def test_bfloat16_rounds_to_nearest_even_and_keeps_nan():
+    # 1 + 2^-8 is exactly between two bfloat16 values: ties go to the even one (1.0)
+    halfway = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, np.nan], np.float32)
+    back = tensors.decode(tensors.encode(halfway, "bfloat16"))
+    assert back[0] == 1.0 and back[1] == 1 + 2 ** -6 and np.isnan(back[2])
+
+
+def test_bytes_are_little_endian_c_order():
+    message = tensors.encode(np.array([[1, 2], [3, 4]], np.int32))
+    assert message.data == b"".join(i.to_bytes(4, "little") for i in (1, 2, 3, 4))
+    assert list(message.shape) == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "message, words",
+    [
+        (pb.Tensor(dtype=pb.FLOAT32, shape=[3], data=b"\0" * 8), "needs 12 bytes, got 8"),
+        (pb.Tensor(dtype=pb.FLOAT32, shape=[-1], data=b""), "negative dimension"),
+        (pb.Tensor(dtype=pb.DTYPE_UNSPECIFIED, shape=[1], data=b"\0"), "unsupported dtype"),
+        (pb.Tensor(dtype=77, shape=[1], data=b"\0"), "unsupported dtype"),
+        (pb.Tensor(dtype=pb.UINT8, shape=[1 << 30, 1 << 30], data=b"\0"), "more than"),
+        (pb.Tensor(dtype=pb.INT64, shape=[2, 2], data=b"\0" * 31), "needs 32 bytes"),
+    ],
+)
+def test_inconsistent_tensors_are_refused_with_a_reason(message, words):
+    with pytest.raises(TensorError, match=words):
+        tensors.decode(message)
+
+
+def test_encode_refuses_dtypes_without_a_wire_form():
+    with pytest.raises(TensorError, match="no wire dtype"):
+        tensors.encode(np.zeros(3, np.complex64))
+    with pytest.raises(TensorError, match="unknown dtype"):
+        tensors.encode(np.zeros(3), "float128")
+
+
+def test_named_decode_names_the_variable_and_refuses_duplicates():
+    good = tensors.encode_named({"a": np.zeros(2, np.float32)})
+    bad = [pb.NamedTensor(name="conv/kernel", tensor=pb.Tensor(dtype=pb.FLOAT32, shape=[2]))]
+    with pytest.raises(TensorError, match="'conv/kernel'.*needs 8 bytes"):
+        tensors.decode_named(bad)
+    with pytest.raises(TensorError, match="appears twice"):
+        tensors.decode_named(good + good)
