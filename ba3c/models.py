@@ -1,0 +1,272 @@
+"""The policy/value networks shared by the learner and the evaluator (TensorFlow 2).
+
+Three networks, picked by the `model` knob:
+
+    nature      Nature-DQN CNN: conv 32@8x8/4, 64@4x4/2, 64@3x3/1, fc 512 (images)
+    tensorpack  the seed's CNN: conv 32@5x5, pool, 32@5x5, pool, 64@4x4, pool, 64@3x3,
+                fc `fc_neurons` (images; about 10x slower than nature on a CPU)
+    mlp         two tanh layers of `mlp_hidden` units (vector observations)
+    auto        nature for image observations (rank 3), mlp otherwise
+
+Each ends in two heads: policy logits [B, A] and a value [B]. Images arrive as uint8
+[B, H, W, C] and are scaled by 1/255 inside the model; vectors arrive as float32 [B, D].
+
+Variables are plain `tf.Variable`s with stable names ("conv1/kernel", "fc/kernel",
+"policy/bias", ...) in a fixed order, whatever else the process has built, so that
+`assignment()` gives every learner and the evaluator the same shard layout. Initial
+values come from numpy seeded by cfg.run.seed: the same seed gives the same network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from ba3c.config import Config
+from ba3c.sharding import Assignment
+
+FC_KERNEL = "fc/kernel"
+
+
+class ModelError(ValueError):
+    """A model that cannot be built for these observations, or values that do not fit it."""
+
+
+# ---------------------------------------------------------------------------------------
+# Layers as (name, kind, settings); the forward pass walks this list.
+
+
+def _nature_layers(cfg: Config) -> list[tuple[str, str, dict]]:
+    return [
+        ("conv1", "conv", dict(filters=32, size=8, stride=4, padding="VALID")),
+        ("conv2", "conv", dict(filters=64, size=4, stride=2, padding="VALID")),
+        ("conv3", "conv", dict(filters=64, size=3, stride=1, padding="VALID")),
+        ("fc", "dense", dict(units=512, activation="relu")),
+    ]
+
+
+def _tensorpack_layers(cfg: Config) -> list[tuple[str, str, dict]]:
+    return [
+        ("conv0", "conv", dict(filters=32, size=5, stride=1, padding="SAME")),
+        ("pool0", "pool", {}),
+        ("conv1", "conv", dict(filters=32, size=5, stride=1, padding="SAME")),
+        ("pool1", "pool", {}),
+        ("conv2", "conv", dict(filters=64, size=4, stride=1, padding="SAME")),
+        ("pool2", "pool", {}),
+        ("conv3", "conv", dict(filters=64, size=3, stride=1, padding="SAME")),
+        ("fc", "dense", dict(units=cfg.model.fc_neurons, activation="relu")),
+    ]
+
+
+def _mlp_layers(cfg: Config) -> list[tuple[str, str, dict]]:
+    return [
+        ("hidden1", "dense", dict(units=cfg.model.mlp_hidden, activation="tanh")),
+        ("hidden2", "dense", dict(units=cfg.model.mlp_hidden, activation="tanh")),
+    ]
+
+
+_ARCHITECTURES = {"nature": _nature_layers, "tensorpack": _tensorpack_layers, "mlp": _mlp_layers}
+
+
+def resolve_kind(cfg: Config, observation_shape: tuple[int, ...]) -> str:
+    """The network the `model` knob picks for these observations."""
+    kind = cfg.model.model
+    if kind == "auto":
+        kind = "nature" if len(observation_shape) == 3 else "mlp"
+    image = kind in ("nature", "tensorpack")
+    if image and len(observation_shape) != 3:
+        raise ModelError(f"model {kind} needs image observations [H, W, C], "
+                         f"got shape {list(observation_shape)}")
+    if not image and len(observation_shape) != 1:
+        raise ModelError(f"model {kind} needs vector observations [D], "
+                         f"got shape {list(observation_shape)}")
+    return kind
+
+
+def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:
+    """Orthogonal initial values (as in most A3C/PPO code), for dense and conv kernels."""
+    rows = int(np.prod(shape[:-1]))
+    cols = shape[-1]
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return (gain * q[:rows, :cols]).reshape(shape).astype(np.float32)
+
+
+class PolicyValueModel(tf.Module):
+    """observations -> (policy logits [B, A], value [B]); see the module docstring.
+
+    `forward` is a tf.function with a fixed input signature (any batch size), so it is
+    traced once. `variables_by_name` keeps the stable names in their fixed order.
+    """
+
+    def __init__(self, kind: str, layers: list[tuple[str, str, dict]],
+                 observation_shape: tuple[int, ...], observation_dtype: tf.DType,
+                 num_actions: int, seed: int):
+        super().__init__(name=None)
+        self.kind = kind
+        self.layers = layers
+        self.observation_shape = tuple(int(d) for d in observation_shape)
+        self.observation_dtype = observation_dtype
+        self.num_actions = int(num_actions)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xBA3C]))
+        self.variables_by_name: dict[str, tf.Variable] = {}
+        features = self._build(rng)
+        self._add("policy/kernel", _orthogonal(rng, (features, self.num_actions), 0.01))
+        self._add("policy/bias", np.zeros(self.num_actions, np.float32))
+        self._add("value/kernel", _orthogonal(rng, (features, 1), 1.0))
+        self._add("value/bias", np.zeros(1, np.float32))
+        self.input_signature = tf.TensorSpec(
+            (None, *self.observation_shape), observation_dtype, name="observations")
+        self.forward = tf.function(self._forward, input_signature=[self.input_signature])
+
+    def _add(self, name: str, value: np.ndarray) -> None:
+        safe = name.replace("/", "_")
+        self.variables_by_name[name] = tf.Variable(value, name=safe, trainable=True)
+
+    def _build(self, rng: np.random.Generator) -> int:
+        """Creates the body's variables; returns the size of the features it outputs."""
+        shape = self.observation_shape
+        for name, kind, s in self.layers:
+            if kind == "conv":
+                h, w, c = shape
+                k = (s["size"], s["size"], c, s["filters"])
+                self._add(f"{name}/kernel", _orthogonal(rng, k, np.sqrt(2)))
+                self._add(f"{name}/bias", np.zeros(s["filters"], np.float32))
+                if s["padding"] == "SAME":
+                    h, w = -(-h // s["stride"]), -(-w // s["stride"])
+                else:
+                    h = (h - s["size"]) // s["stride"] + 1
+                    w = (w - s["size"]) // s["stride"] + 1
+                shape = (h, w, s["filters"])
+            elif kind == "pool":
+                shape = (shape[0] // 2, shape[1] // 2, shape[2])
+            else:
+                units_in = int(np.prod(shape))
+                gain = np.sqrt(2) if s["activation"] == "relu" else 1.0
+                self._add(f"{name}/kernel", _orthogonal(rng, (units_in, s["units"]), gain))
+                self._add(f"{name}/bias", np.zeros(s["units"], np.float32))
+                shape = (s["units"],)
+        return int(np.prod(shape))
+
+    def _forward(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        v = self.variables_by_name
+        x = tf.cast(observations, tf.float32)
+        if observations.dtype == tf.uint8:
+            x = x * (1.0 / 255.0)
+        for name, kind, s in self.layers:
+            if kind == "conv":
+                x = tf.nn.conv2d(x, v[f"{name}/kernel"], s["stride"], s["padding"])
+                x = tf.nn.relu(tf.nn.bias_add(x, v[f"{name}/bias"]))
+            elif kind == "pool":
+                x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+            else:
+                if len(x.shape) > 2:
+                    x = tf.reshape(x, (-1, int(np.prod(x.shape[1:]))))
+                x = tf.matmul(x, v[f"{name}/kernel"]) + v[f"{name}/bias"]
+                x = tf.nn.relu(x) if s["activation"] == "relu" else tf.tanh(x)
+        logits = tf.matmul(x, v["policy/kernel"]) + v["policy/bias"]
+        value = tf.squeeze(tf.matmul(x, v["value/kernel"]) + v["value/bias"], axis=1)
+        return logits, value
+
+    def __call__(self, observations) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.forward(tf.convert_to_tensor(observations, self.observation_dtype))
+
+    @property
+    def ordered_variables(self) -> list[tf.Variable]:
+        return list(self.variables_by_name.values())
+
+
+# ---------------------------------------------------------------------------------------
+# The interface the learner and the evaluator use
+
+
+def build_model(cfg: Config, observation_shape: tuple[int, ...], num_actions: int,
+                observation_dtype: str | np.dtype | None = None) -> PolicyValueModel:
+    """The network `cfg.model.model` picks, with initial values from cfg.run.seed.
+
+    `observation_dtype` defaults to uint8 for images and float32 for vectors.
+    """
+    observation_shape = tuple(int(d) for d in observation_shape)
+    if num_actions < 1:
+        raise ModelError(f"num_actions must be at least 1, got {num_actions}")
+    kind = resolve_kind(cfg, observation_shape)
+    if observation_dtype is None:
+        observation_dtype = "uint8" if len(observation_shape) == 3 else "float32"
+    dtype = tf.as_dtype(np.dtype(observation_dtype))
+    return PolicyValueModel(kind, _ARCHITECTURES[kind](cfg), observation_shape, dtype,
+                            num_actions, cfg.run.seed)
+
+
+def variable_names_and_shapes(model: PolicyValueModel) -> list[tuple[str, tuple[int, ...]]]:
+    """[(stable name, shape)] in the model's fixed order."""
+    return [(name, tuple(int(d) for d in var.shape))
+            for name, var in model.variables_by_name.items()]
+
+
+def assignment(cfg: Config, model: PolicyValueModel) -> Assignment:
+    """The shard layout every learner and the evaluator share (fc kernel split fc_splits ways)."""
+    splits = {}
+    if FC_KERNEL in model.variables_by_name and cfg.model.fc_splits > 1:
+        splits[FC_KERNEL] = cfg.model.fc_splits
+    return Assignment(variable_names_and_shapes(model), cfg.paramserver.ps, splits)
+
+
+def get_weights(model: PolicyValueModel) -> dict[str, np.ndarray]:
+    """{stable name: float32 array} (copies)."""
+    return {name: var.numpy() for name, var in model.variables_by_name.items()}
+
+
+def set_weights(model: PolicyValueModel, values: Mapping[str, np.ndarray]) -> None:
+    """Loads values by name. Checks all names and shapes first, so a bad map changes nothing."""
+    unknown = sorted(set(values) - set(model.variables_by_name))
+    if unknown:
+        raise ModelError(f"unknown variables {unknown}")
+    for name, value in values.items():
+        expected = tuple(model.variables_by_name[name].shape)
+        if tuple(np.shape(value)) != expected:
+            raise ModelError(f"variable {name!r}: shape {list(np.shape(value))}, "
+                             f"model has {list(expected)}")
+    for name, value in values.items():
+        model.variables_by_name[name].assign(np.asarray(value, dtype=np.float32))
+
+
+def sample_actions(logits: np.ndarray, greedy: bool,
+                   rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Actions from logits [B, A]: argmax if greedy, else sampled from softmax(logits)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if greedy:
+        return np.argmax(logits, axis=1).astype(np.int32)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
+    gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, size=logits.shape)))
+    return np.argmax(logits + gumbel, axis=1).astype(np.int32)
+
+
+def act(model: PolicyValueModel, observations: np.ndarray, greedy: bool = False,
+        rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """int32 actions [B] for observations [B, ...] (greedy, or sampled from the policy)."""
+    logits, _ = model(observations)
+    return sample_actions(logits.numpy(), greedy, rng)
+
+
+def configure_threads(threads: int) -> int:
+    """Sets TensorFlow's thread pools; call before any TensorFlow op runs.
+
+    0 means the cores Slurm gives the task (SLURM_CPUS_PER_TASK), else all cores.
+    Returns the count used.
+    """
+    if threads <= 0:
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (os.cpu_count() or 1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
+    except RuntimeError:
+        pass  # TensorFlow already initialised; keep its pools
+    return threads
