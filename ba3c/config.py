@@ -64,6 +64,11 @@ class EnvConfig:
     max_episode_steps: int = knob(
         27000, "Cut an episode after this many agent steps (108k frames at frame_skip 4)."
     )
+    sticky_actions: float = knob(
+        -1.0,
+        "Atari sticky actions: probability that the emulator repeats the previous action "
+        "(-1: the env id's own, 0.25 for ALE/*-v5 ids, 0 for *NoFrameskip-v4 ids).",
+    )
 
 
 @dataclass
