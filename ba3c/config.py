@@ -167,6 +167,9 @@ class EvaluatorConfig:
     eval_node: bool = knob(True, "Run the evaluator (the seed's --eval_node).")
     record_node: bool = knob(False, "Record a video of each evaluation (the seed's --record_node).")
     eval_every: float = knob(60.0, "Seconds between evaluations.")
+    eval_every_versions: int = knob(
+        0, "Also evaluate as soon as the version advanced this much (0 = by time only)."
+    )
     eval_episodes: int = knob(5, "Episodes per evaluation.")
     eval_greedy: bool = knob(False, "Evaluate the greedy policy instead of sampling actions.")
     eval_max_steps: int = knob(27000, "Cut an evaluation episode after this many agent steps.")
