@@ -1,0 +1,205 @@
+"""`Learner.Act`: the bidirectional stream each simulator pool holds with the learner.
+
+Per request: validate it (a bad one ends the stream with INVALID_ARGUMENT and changes
+nothing), attach the rewards and dones to the pool's memory, ask the predictor for
+logits and values of the new observations (batched with the other pools), sample the
+actions, remember the step, queue the transitions of every segment that closed, answer.
+
+A full transition queue blocks the stream, which slows its pool down instead of growing
+memory. A pool that disconnects loses its unfinished segments and nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import grpc
+import numpy as np
+import structlog
+
+from ba3c import tensors
+from ba3c.models import sample_actions
+from ba3c.v1 import learner_pb2 as pb
+from ba3c.v1 import learner_pb2_grpc
+from services.learner import metrics
+from services.learner.memory import PoolMemory, Transition
+from services.learner.predictor import Predictor, PredictorStopped
+
+log = structlog.get_logger()
+
+
+class BadRequest(ValueError):
+    """A request that breaks the contract; the message names the field and the problem."""
+
+
+class Progress:
+    """Counters the Act streams feed and the trainer reads (thread-safe)."""
+
+    def __init__(self, window: int = 20):
+        self._lock = threading.Lock()
+        self.env_frames = 0
+        self.agent_steps = 0
+        self.episodes = 0
+        self.recent_returns: deque[float] = deque(maxlen=window)
+        self.pools = 0
+
+    def add_frames(self, frames: int, steps: int) -> None:
+        with self._lock:
+            self.env_frames += frames
+            self.agent_steps += steps
+        metrics.ENV_FRAMES.inc(frames)
+        metrics.AGENT_STEPS.inc(steps)
+
+    def add_episodes(self, returns: list[float]) -> None:
+        if not returns:
+            return
+        with self._lock:
+            self.episodes += len(returns)
+            self.recent_returns.extend(returns)
+            mean = float(np.mean(self.recent_returns))
+        metrics.EPISODES.inc(len(returns))
+        for r in returns:
+            metrics.EPISODE_RETURN.observe(r)
+        metrics.RETURN_MEAN.set(mean)
+
+    def return_mean(self) -> float | None:
+        with self._lock:
+            return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    def pool_joined(self) -> None:
+        with self._lock:
+            self.pools += 1
+        metrics.POOLS.inc()
+
+    def pool_left(self) -> None:
+        with self._lock:
+            self.pools -= 1
+        metrics.POOLS.dec()
+
+
+class ModelSpec:
+    """What a pool must match: observation shape and dtype, number of actions."""
+
+    def __init__(self, observation_shape: tuple[int, ...], observation_dtype: str,
+                 num_actions: int):
+        self.observation_shape = tuple(int(d) for d in observation_shape)
+        self.observation_dtype = np.dtype(observation_dtype).name
+        self.num_actions = int(num_actions)
+
+    def check_pool(self, spec: pb.PoolSpec) -> None:
+        shape = tuple(int(d) for d in spec.observation_shape)
+        dtype = tensors.dtype_name(spec.observation_dtype)
+        if spec.num_envs < 1:
+            raise BadRequest(f"spec.num_envs must be at least 1, got {spec.num_envs}")
+        if shape != self.observation_shape:
+            raise BadRequest(f"spec.observation_shape {list(shape)} does not match the "
+                             f"learner's model, which takes {list(self.observation_shape)}")
+        if dtype != self.observation_dtype:
+            raise BadRequest(f"spec.observation_dtype {dtype} does not match the learner's "
+                             f"model, which takes {self.observation_dtype}")
+        if spec.num_actions != self.num_actions:
+            raise BadRequest(f"spec.num_actions {spec.num_actions} does not match the "
+                             f"learner's model, which has {self.num_actions} actions")
+
+
+def parse_step(request: pb.ActRequest, spec: pb.PoolSpec, first: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observations, rewards, dones) of a request, checked against the pool's spec."""
+    n = spec.num_envs
+    try:
+        obs = tensors.decode(request.observations)
+    except tensors.TensorError as e:
+        raise BadRequest(f"observations: {e}") from None
+    want = (n, *spec.observation_shape)
+    if obs.shape != want or request.observations.dtype != spec.observation_dtype:
+        raise BadRequest(
+            f"observations must be {tensors.dtype_name(spec.observation_dtype)} {list(want)}, "
+            f"got {tensors.dtype_name(request.observations.dtype)} {list(obs.shape)}")
+    if first:
+        return obs, np.zeros(0, np.float32), np.zeros(0, bool)
+    if len(request.rewards) != n or len(request.dones) != n:
+        raise BadRequest(f"rewards and dones need {n} entries each after the first request, "
+                         f"got {len(request.rewards)} and {len(request.dones)}")
+    rewards = np.asarray(request.rewards, np.float32)
+    if not np.all(np.isfinite(rewards)):
+        raise BadRequest("rewards contain NaN or Inf")
+    for ep in request.finished_episodes:
+        if not 0 <= ep.env_index < n:
+            raise BadRequest(f"finished_episodes.env_index {ep.env_index} is not in [0, {n})")
+    if request.env_frames < 0:
+        raise BadRequest(f"env_frames must be >= 0, got {request.env_frames}")
+    return obs, rewards, np.asarray(request.dones, bool)
+
+
+class ActServicer(learner_pb2_grpc.LearnerServicer):
+    def __init__(self, model_spec: ModelSpec, predictor: Predictor,
+                 transitions: queue.Queue[Transition], progress: Progress,
+                 version: Callable[[], int], t_max: int, gamma: float, seed: int,
+                 stop: threading.Event):
+        self.model_spec = model_spec
+        self.predictor = predictor
+        self.transitions = transitions
+        self.progress = progress
+        self.version = version
+        self.t_max = t_max
+        self.gamma = gamma
+        self.seed = seed
+        self.stop = stop
+        self._stream_ids = itertools.count()
+
+    def Act(self, request_iterator: Iterator[pb.ActRequest], context: grpc.ServicerContext):
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        try:
+            if not first.HasField("spec"):
+                raise BadRequest("the first request of a stream must carry spec")
+            self.model_spec.check_pool(first.spec)
+        except BadRequest as e:
+            log.warning("pool refused", pool=first.pool_id, error=str(e))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        spec = first.spec
+        pool = first.pool_id or context.peer()
+        rng = np.random.default_rng([self.seed, next(self._stream_ids)])
+        memory = PoolMemory(spec.num_envs, self.t_max, self.gamma)
+        self.progress.pool_joined()
+        log.info("pool connected", pool=pool, env_id=spec.env_id, num_envs=spec.num_envs)
+        reason = "disconnected"
+        try:
+            for t, request in enumerate(itertools.chain([first], request_iterator)):
+                try:
+                    obs, rewards, dones = parse_step(request, spec, first=t == 0)
+                except BadRequest as e:
+                    reason = f"bad request: {e}"
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                if t > 0:
+                    self._queue(memory.record_outcomes(rewards, dones), context)
+                    self.progress.add_episodes(
+                        [ep.episode_return for ep in request.finished_episodes])
+                self.progress.add_frames(request.env_frames, spec.num_envs)
+                try:
+                    logits, values = self.predictor.predict(obs)
+                except PredictorStopped:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "learner is stopping")
+                actions = sample_actions(logits, greedy=False, rng=rng)
+                self._queue(memory.add_steps(obs, actions, values), context)
+                yield pb.ActResponse(actions=actions.tolist(), version=self.version())
+        finally:
+            self.progress.pool_left()
+            log.info("pool left", pool=pool, reason=reason, steps_lost=memory.open_steps())
+
+    def _queue(self, items: list[Transition], context: grpc.ServicerContext) -> None:
+        """Blocks while the queue is full (back-pressure on the pool)."""
+        for item in items:
+            while True:
+                try:
+                    self.transitions.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    if self.stop.is_set() or not context.is_active():
+                        return
+        metrics.QUEUE_DEPTH.set(self.transitions.qsize())

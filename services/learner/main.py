@@ -1,0 +1,101 @@
+"""`ba3c learner`: serves Learner.Act, trains with A3C, pushes to the parameter servers.
+
+Start-up order: build the model from the run's environment (ba3c.envs.describe), join
+every shard (learner 0 initialises the empty ones, others wait), pull the parameters,
+then listen and publish addresses/learner-I, so pools only ever talk to a ready learner.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Sequence
+
+import numpy as np
+import structlog
+
+from ba3c import models, rpc, service
+from ba3c.v1 import learner_pb2_grpc
+from services.learner.a3c import make_train_step
+from services.learner.act import ActServicer, ModelSpec, Progress
+from services.learner.predictor import Predictor
+from services.learner.shards import ShardMismatch, Shards, Stopped
+from services.learner.trainer import Trainer
+
+log = structlog.get_logger()
+ROLE = "learner"
+
+
+def _forward(model: models.PolicyValueModel):
+    def forward(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, values = model(observations)
+        return logits.numpy(), values.numpy()
+    return forward
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ctx = service.start(argv, ROLE, __doc__.splitlines()[0])
+    cfg, lc = ctx.cfg, ctx.cfg.learner
+    threads = models.configure_threads(lc.threads)
+    from ba3c import envs  # after the thread settings: it may touch TensorFlow-free code only
+
+    env = envs.describe(cfg)
+    obs_dtype = np.dtype(env.observation_dtype).name
+    try:
+        model = models.build_model(cfg, tuple(env.observation_shape), env.num_actions,
+                                   obs_dtype)
+    except models.ModelError as e:
+        return service.fail(ROLE, str(e))
+    layout = models.assignment(cfg, model)
+    log.info("model built", kind=model.kind, env=cfg.run.env, threads=threads,
+             observation_shape=list(model.observation_shape), num_actions=model.num_actions,
+             parameters=sum(p.size for p in layout.pieces), pieces=len(layout.pieces))
+
+    shards = Shards(cfg, ctx.run_dir, ctx.token, ctx.name, layout, ctx.stop)
+    try:
+        shards.connect()
+        if ctx.index == 0:
+            shards.initialize(models.get_weights(model))
+        shards.wait_initialized()
+        models.set_weights(model, shards.pull())
+    except ShardMismatch as e:
+        return service.fail(ROLE, str(e))
+    except (Stopped, TimeoutError):
+        log.info("stopped before the shards were ready")
+        return 0
+
+    progress = Progress()
+    transitions: queue.Queue = queue.Queue(maxsize=lc.queue_size)
+    predictor = Predictor(
+        _forward(model), lc.predict_batch_size, lc.predict_wait_ms / 1000.0,
+        waiting_streams_limit=lambda: max(1, progress.pools),
+        on_batch=lambda n: _observe_batch(n))
+    servicer = ActServicer(
+        ModelSpec(model.observation_shape, obs_dtype, model.num_actions), predictor,
+        transitions, progress, lambda: shards.version, lc.t_max, lc.gamma,
+        seed=cfg.run.seed * 1000 + ctx.index, stop=ctx.stop)
+    train_step = make_train_step(model, lc.entropy_beta, lc.value_loss_coef, lc.grad_clip)
+    trainer = Trainer(model, train_step, shards, transitions, progress, lc.batch_size,
+                      ctx.run_dir.sub("tensorboard") / ctx.name, ctx.stop)
+    trainer.start()
+
+    server = rpc.make_server(
+        ctx.token, lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
+        host=ctx.host, port=ctx.args.port, max_message_bytes=rpc.message_limit(
+            cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"])
+    ctx.run_dir.write_address(ROLE, ctx.index, server.address)
+    log.info("learner serving", address=server.address, version=shards.version)
+
+    ctx.stop.wait()
+    log.info("stopping")
+    ctx.run_dir.remove_address(ROLE, ctx.index)
+    predictor.stop()
+    server.stop(grace=1.0)
+    trainer.thread.join(30)
+    shards.close()
+    ctx.telemetry.close()
+    return 1 if trainer.error else 0
+
+
+def _observe_batch(size: int) -> None:
+    from services.learner import metrics
+    metrics.PREDICT_BATCH.observe(size)

@@ -1,0 +1,119 @@
+"""The trainer: batches of transitions -> A3C gradients -> PushPull to every shard ->
+fresh parameters loaded into the model the predictor uses.
+
+Also reports what training looks like: loss parts, entropy, gradient norms, advantage as
+Prometheus gauges, and the online score and losses as TensorBoard scalars under
+RUN_DIR/tensorboard/learner-I/ (score by env frames, losses by version).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import structlog
+import tensorflow as tf
+
+from ba3c import models
+from services.learner import metrics
+from services.learner.a3c import StepResult
+from services.learner.act import Progress
+from services.learner.memory import Transition
+from services.learner.shards import Shards, Stopped
+
+log = structlog.get_logger()
+
+SUMMARY_EVERY = 2.0  # seconds between TensorBoard/log summaries
+
+
+def take_batch(transitions: queue.Queue[Transition], size: int, stop: threading.Event
+               ) -> list[Transition] | None:
+    """`size` transitions from the queue (blocking); None if stopped first."""
+    batch: list[Transition] = []
+    while len(batch) < size:
+        try:
+            batch.append(transitions.get(timeout=0.2))
+        except queue.Empty:
+            if stop.is_set():
+                return None
+    metrics.QUEUE_DEPTH.set(transitions.qsize())
+    return batch
+
+
+class Trainer:
+    def __init__(self, model: models.PolicyValueModel, train_step, shards: Shards,
+                 transitions: queue.Queue[Transition], progress: Progress, batch_size: int,
+                 tensorboard_dir: Path, stop: threading.Event):
+        self.model = model
+        self.train_step = train_step
+        self.shards = shards
+        self.transitions = transitions
+        self.progress = progress
+        self.batch_size = batch_size
+        self.stop = stop
+        self.writer = tf.summary.create_file_writer(str(tensorboard_dir))
+        self.steps = 0
+        self._last_summary = 0.0
+        self.thread = threading.Thread(target=self._run, name="trainer", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = take_batch(self.transitions, self.batch_size, self.stop)
+                if batch is None:
+                    break
+                self.train_on(batch)
+        except Stopped:
+            pass
+        except BaseException as e:
+            self.error = e
+            log.exception("trainer failed")
+            self.stop.set()
+        finally:
+            self.writer.close()
+
+    def train_on(self, batch: list[Transition]) -> StepResult:
+        observations = np.stack([t.observation for t in batch])
+        actions = np.fromiter((t.action for t in batch), np.int32, len(batch))
+        returns = np.fromiter((t.ret for t in batch), np.float32, len(batch))
+        result = self.train_step(observations, actions, returns)
+        parameters = self.shards.push_pull(result.gradients, self.progress.env_frames,
+                                           len(batch))
+        models.set_weights(self.model, parameters)
+        self.steps += 1
+        self._report(result, len(batch))
+        return result
+
+    def _report(self, result: StepResult, samples: int) -> None:
+        s = result.stats
+        metrics.TRAIN_STEPS.inc()
+        metrics.SAMPLES_TRAINED.inc(samples)
+        for part in ("total", "policy", "value"):
+            metrics.LOSS.labels(part).set(s[part])
+        metrics.ENTROPY.set(s["entropy"])
+        metrics.GRAD_NORM.labels("before_clip").set(s["grad_norm"])
+        metrics.GRAD_NORM.labels("after_clip").set(s["grad_norm_clipped"])
+        metrics.ADVANTAGE.set(s["advantage_mean"])
+        now = time.monotonic()
+        if now - self._last_summary < SUMMARY_EVERY:
+            return
+        self._last_summary = now
+        version = self.shards.version
+        score = self.progress.return_mean()
+        with self.writer.as_default():
+            for name, value in s.items():
+                tf.summary.scalar(f"train/{name}", value, step=version)
+            if score is not None:
+                tf.summary.scalar("online/return_mean", score, step=self.progress.env_frames)
+        log.info("training", version=version, train_steps=self.steps,
+                 agent_steps=self.progress.agent_steps, env_frames=self.progress.env_frames,
+                 episodes=self.progress.episodes, online_return_mean=score,
+                 loss=round(s["total"], 4), entropy=round(s["entropy"], 4),
+                 grad_norm=round(s["grad_norm"], 3), queue=self.transitions.qsize())
