@@ -1,0 +1,81 @@
+"""One evaluation: load parameters into the model, play the episodes, record the first.
+
+`Evaluation` holds what lives across evaluations (the environment, the model, where videos
+go) and is shared by the service (parameters pulled from the shards) and by `ba3c
+evaluate` (parameters from a checkpoint), so both play exactly the same games.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ba3c import envs, models
+from ba3c.config import Config
+from services.evaluator import videos
+from services.evaluator.play import play_episode
+from services.evaluator.stats import EvalResult
+
+ATARI_FPS = 60.0  # the emulator's frame rate; a video shows one frame per agent step
+OTHER_FPS = 30.0
+
+
+class Evaluation:
+    def __init__(self, cfg: Config, video_dir: Path | None = None):
+        """`video_dir`: record the first episode of each evaluation there (None: never)."""
+        self.cfg = cfg
+        self.video_dir = video_dir
+        self.spec = envs.describe(cfg)
+        self.model = models.build_model(
+            cfg, self.spec.observation_shape, self.spec.num_actions, self.spec.observation_dtype
+        )
+        self.env = envs.make_eval_env(cfg, cfg.run.seed, record=video_dir is not None)
+        self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
+
+    def assignment(self):
+        """The shard layout of this model (the same one the learners use)."""
+        return models.assignment(self.cfg, self.model)
+
+    def run(
+        self, weights: Mapping[str, np.ndarray], version: int, env_frames: int,
+        versions: tuple[int, ...] = (),
+    ) -> EvalResult:
+        """Plays cfg.evaluator.eval_episodes episodes with `weights`; never interrupted."""
+        ev = self.cfg.evaluator
+        models.set_weights(self.model, weights)
+        started = time.monotonic()
+        episodes = []
+        video_name = None
+        for i in range(ev.eval_episodes):
+            recorder = None
+            if i == 0 and self.video_dir is not None:
+                recorder = videos.VideoRecorder(self.video_dir, self.fps)
+            try:
+                episode = play_episode(
+                    self.env, self._policy, self.cfg.run.seed, i, ev.eval_max_steps, recorder
+                )
+            except BaseException:
+                if recorder is not None:
+                    recorder.discard()
+                raise
+            if recorder is not None:
+                path = recorder.finish(videos.video_name(version, episode.score))
+                if path is not None:
+                    video_name = path.name
+                    videos.prune(self.video_dir, ev.keep_videos)
+            episodes.append(episode)
+        return EvalResult(
+            version=version, env_frames=env_frames, episodes=tuple(episodes),
+            seconds=time.monotonic() - started, greedy=ev.eval_greedy,
+            versions=tuple(versions), video=video_name,
+        )
+
+    def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:
+        batch = np.asarray(observation)[None]
+        return int(models.act(self.model, batch, self.cfg.evaluator.eval_greedy, rng)[0])
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,137 @@
+"""`ba3c evaluator`: evaluates (and records) the parameters of a run while it trains.
+
+It registers with every paramserver shard as EVALUATOR and only ever pulls. An evaluation
+starts when the parameters moved since the previous one and either `eval_every` seconds
+have passed since that one started or the version advanced by `eval_every_versions`
+(if set); the first starts as soon as every shard is initialised. Each evaluation plays
+`eval_episodes` episodes (sampled or greedy actions, cut at `eval_max_steps`) and goes to
+RUN_DIR/eval.jsonl, TensorBoard (RUN_DIR/tensorboard/eval/), Prometheus and the log; with
+`--record_node` (or `--record`) its first episode is saved as an MP4 in RUN_DIR/videos/.
+
+SIGTERM lets the evaluation in progress finish and be reported, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from ba3c import rpc, service
+
+log = structlog.get_logger()
+
+ROLE = "evaluator"
+VERSION_POLL = 1.0  # seconds between version checks when eval_every_versions is set
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--record", dest="record_node", action="store_const", const=True, default=None,
+        help="Same as --record_node: save the first episode of each evaluation as an MP4.",
+    )
+
+
+class Schedule:
+    """When the next evaluation is due (see the module docstring)."""
+
+    def __init__(self, every_seconds: float, every_versions: int):
+        self.every_seconds = every_seconds
+        self.every_versions = every_versions
+        self.last_versions: tuple[int, ...] | None = None
+        self.last_started = float("-inf")
+
+    def seconds_left(self, now: float) -> float:
+        return max(0.0, self.last_started + self.every_seconds - now)
+
+    def due(self, versions: tuple[int, ...], now: float) -> bool:
+        if versions == self.last_versions:
+            return False
+        if self.last_versions is None or self.seconds_left(now) == 0:
+            return True
+        return self.every_versions > 0 and (
+            min(versions) - min(self.last_versions) >= self.every_versions
+        )
+
+    def started(self, versions: tuple[int, ...], now: float) -> None:
+        self.last_versions = versions
+        self.last_started = now
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ctx = service.start(
+        argv, ROLE, "Evaluate and record the parameters of a run while it trains.", add_arguments
+    )
+    # TensorFlow is imported only now, after the flags were checked.
+    from services.evaluator.pulling import ReadError
+
+    try:
+        evaluations = _serve(ctx)
+    except ReadError as e:
+        log.error("cannot read the parameters", error=str(e))
+        return service.fail(ROLE, str(e))
+    finally:
+        ctx.telemetry.close()
+    log.info("evaluator stopped", evaluations=evaluations)
+    return 0
+
+
+def _serve(ctx: service.ServiceContext) -> int:
+    """Evaluates until stopped; returns how many evaluations it made."""
+    from ba3c import models
+    from services.evaluator import report
+    from services.evaluator.evaluation import Evaluation
+    from services.evaluator.pulling import ShardReader
+    from services.evaluator.tboard import EvalSummaries
+
+    cfg = ctx.cfg
+    ev = cfg.evaluator
+    models.configure_threads(cfg.learner.threads)
+    evaluation = Evaluation(cfg, ctx.run_dir.sub("videos") if ev.record_node else None)
+    reader = ShardReader(
+        ctx.run_dir, ctx.token, evaluation.assignment(), ctx.name,
+        rpc.message_limit(cfg.net.max_message_mb), cfg.net.rpc_timeout, ctx.stop,
+    )
+    summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
+    schedule = Schedule(ev.eval_every, ev.eval_every_versions)
+    log.info("evaluator ready", shards=cfg.paramserver.ps, env=cfg.run.env,
+             episodes=ev.eval_episodes, greedy=ev.eval_greedy, record=ev.record_node,
+             every_seconds=ev.eval_every, every_versions=ev.eval_every_versions)
+    evaluations = 0
+    try:
+        while not ctx.stop.is_set():
+            snapshot = reader.read()
+            if snapshot is None:
+                break
+            now = time.monotonic()
+            if not schedule.due(snapshot.versions, now):
+                _wait_until_due(ctx, reader, schedule)
+                continue
+            schedule.started(snapshot.versions, now)
+            result = evaluation.run(snapshot.weights, snapshot.version, snapshot.env_frames,
+                                    snapshot.versions)
+            report.publish(result, ctx.run_dir.path / "eval.jsonl")
+            summaries.write(result)
+            evaluations += 1
+    finally:
+        summaries.close()
+        reader.close()
+        evaluation.close()
+    return evaluations
+
+
+def _wait_until_due(ctx: service.ServiceContext, reader, schedule: Schedule) -> None:
+    """Sleeps until the schedule may say yes. With eval_every_versions set it watches the
+    versions meanwhile (Status calls: no parameters travel)."""
+    while not ctx.stop.is_set():
+        left = schedule.seconds_left(time.monotonic())
+        if left <= 0 or schedule.every_versions <= 0:
+            ctx.stop.wait(left if left > 0 else VERSION_POLL)
+            return
+        if ctx.stop.wait(min(VERSION_POLL, left)):
+            return
+        current = reader.versions()
+        if current is None or schedule.due(current, time.monotonic()):
+            return

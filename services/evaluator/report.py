@@ -1,0 +1,81 @@
+"""Where an evaluation's result goes besides TensorBoard: RUN_DIR/eval.jsonl, Prometheus
+and the structured log.
+
+eval.jsonl holds one JSON object per line, one line per evaluation, appended with a single
+write so that a reader (the launcher, a test) sees whole lines only; the fields are those
+of `EvalResult.record()` (version, env_frames, mean, max, min, std, episodes, seconds,
+time, and more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import prometheus_client as prom
+import structlog
+
+from services.evaluator.stats import EvalResult
+
+log = structlog.get_logger()
+
+SCORE = prom.Gauge(
+    "ba3c_eval_score", "Unclipped score of the latest evaluation, by statistic.", ["stat"]
+)
+EPISODE_LENGTH = prom.Gauge(
+    "ba3c_eval_episode_length_steps", "Mean episode length of the latest evaluation."
+)
+VERSION = prom.Gauge("ba3c_eval_version", "Parameter version of the latest evaluation.")
+ENV_FRAMES = prom.Gauge(
+    "ba3c_eval_env_frames", "Environment frames the latest evaluated parameters were trained on."
+)
+EVALUATIONS = prom.Counter("ba3c_evaluations_total", "Evaluations completed.")
+EPISODES = prom.Counter("ba3c_eval_episodes_total", "Evaluation episodes played.")
+DURATION = prom.Histogram(
+    "ba3c_eval_seconds", "Wall time of one evaluation.",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
+)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Appends one line with one write(2) call, then fsyncs."""
+    line = (json.dumps(record, sort_keys=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line of an eval.jsonl (a missing file is an empty list)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def publish(result: EvalResult, jsonl: Path | None) -> None:
+    """Metrics, the log line and (if given) the eval.jsonl line of one evaluation."""
+    s = result.stats
+    for stat in ("mean", "max", "min", "std"):
+        SCORE.labels(stat).set(getattr(s, stat))
+    EPISODE_LENGTH.set(result.mean_length)
+    VERSION.set(result.version)
+    ENV_FRAMES.set(result.env_frames)
+    EVALUATIONS.inc()
+    EPISODES.inc(len(result.episodes))
+    DURATION.observe(result.seconds)
+    record = result.record()
+    if jsonl is not None:
+        append_jsonl(jsonl, record)
+    log.info("evaluation", **record)
