@@ -1,0 +1,120 @@
+"""The shared networks: shapes, stable names, determinism, weights in and out, actions."""
+
+import numpy as np
+import pytest
+
+from ba3c import models
+from ba3c.config import Config
+
+
+def config(**model_knobs):
+    cfg = Config()
+    for name, value in model_knobs.items():
+        setattr(cfg.model, name, value)
+    return cfg
+
+
+IMAGE = (84, 84, 4)
+
+
+@pytest.mark.parametrize("kind, shape, params", [
+    ("nature", IMAGE, 1_687_719),
+    ("tensorpack", IMAGE, 3_379_527),
+    ("mlp", (4,), 4 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6 + 64 + 1),
+])
+def test_each_network_maps_observations_to_logits_and_values(kind, shape, params):
+    model = models.build_model(config(model=kind), shape, 6)
+    dtype = np.uint8 if len(shape) == 3 else np.float32
+    logits, values = model(np.zeros((5, *shape), dtype))
+    assert logits.shape == (5, 6) and values.shape == (5,)
+    total = sum(int(np.prod(s)) for _, s in models.variable_names_and_shapes(model))
+    assert total == params
+
+
+def test_auto_picks_nature_for_images_and_mlp_for_vectors():
+    assert models.build_model(config(), IMAGE, 4).kind == "nature"
+    assert models.build_model(config(), (8,), 2).kind == "mlp"
+
+
+def test_a_network_that_does_not_fit_the_observations_is_refused():
+    with pytest.raises(models.ModelError, match="image observations"):
+        models.build_model(config(model="nature"), (4,), 2)
+    with pytest.raises(models.ModelError, match="vector observations"):
+        models.build_model(config(model="mlp"), IMAGE, 2)
+
+
+def test_names_are_stable_and_do_not_depend_on_what_else_was_built():
+    first = models.variable_names_and_shapes(models.build_model(config(), IMAGE, 4))
+    models.build_model(config(model="tensorpack"), IMAGE, 4)
+    again = models.variable_names_and_shapes(models.build_model(config(), IMAGE, 4))
+    assert first == again
+    assert [n for n, _ in first] == [
+        "conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel",
+        "conv3/bias", "fc/kernel", "fc/bias", "policy/kernel", "policy/bias",
+        "value/kernel", "value/bias"]
+
+
+def test_the_seed_decides_the_initial_values():
+    cfg = config(model="mlp")
+    a = models.get_weights(models.build_model(cfg, (4,), 2))
+    b = models.get_weights(models.build_model(cfg, (4,), 2))
+    cfg.run.seed = 1
+    c = models.get_weights(models.build_model(cfg, (4,), 2))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(a["hidden1/kernel"], c["hidden1/kernel"])
+
+
+def test_set_weights_loads_values_and_refuses_a_bad_map_without_changing_anything():
+    model = models.build_model(config(model="mlp"), (4,), 2)
+    before = models.get_weights(model)
+    new = {name: np.full(v.shape, 0.5, np.float32) for name, v in before.items()}
+    models.set_weights(model, new)
+    assert all(np.all(v == 0.5) for v in models.get_weights(model).values())
+    bad = dict(new, **{"hidden1/bias": np.zeros(3, np.float32)})
+    bad["policy/bias"] = np.zeros(2, np.float32)  # valid, and must not be applied
+    with pytest.raises(models.ModelError, match="hidden1/bias"):
+        models.set_weights(model, bad)
+    with pytest.raises(models.ModelError, match="unknown"):
+        models.set_weights(model, {"nope": np.zeros(1)})
+    assert np.all(models.get_weights(model)["policy/bias"] == 0.5)
+
+
+def test_the_assignment_splits_the_fc_kernel_over_the_shards():
+    cfg = config(fc_splits=4)
+    cfg.paramserver.ps = 2
+    model = models.build_model(cfg, IMAGE, 4)
+    layout = models.assignment(cfg, model)
+    fc = [p for p in layout.pieces if p.variable == "fc/kernel"]
+    assert [p.name for p in fc] == [f"fc/kernel#{i}/4" for i in range(4)]
+    assert {p.shard for p in fc} == {0, 1}
+    weights = models.get_weights(model)
+    joined = layout.join({k: v for shard in layout.split(weights) for k, v in shard.items()})
+    np.testing.assert_array_equal(joined["fc/kernel"], weights["fc/kernel"])
+
+
+def test_images_are_scaled_to_unit_range_inside_the_model():
+    model = models.build_model(config(), IMAGE, 3)
+    white = np.full((1, *IMAGE), 255, np.uint8)
+    logits, _ = model(white)
+    assert np.all(np.isfinite(logits.numpy()))
+    # the same computation by hand on 1.0 inputs, through the first layer only
+    import tensorflow as tf
+    w = model.variables_by_name
+    x = tf.nn.relu(tf.nn.conv2d(tf.ones((1, *IMAGE)), w["conv1/kernel"], 4, "VALID")
+                   + w["conv1/bias"])
+    assert float(tf.reduce_max(x)) < 10  # unscaled (255) inputs would give ~255x more
+
+
+def test_greedy_actions_are_the_argmax_and_sampled_ones_follow_the_softmax():
+    logits = np.log(np.array([[0.7, 0.2, 0.1]] * 20_000))
+    assert set(models.sample_actions(logits, greedy=True)) == {0}
+    sampled = models.sample_actions(logits, greedy=False, rng=np.random.default_rng(1))
+    freq = np.bincount(sampled, minlength=3) / len(sampled)
+    np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
+    model = models.build_model(config(model="mlp"), (4,), 2)
+    obs = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    logits, _ = model(obs)
+    np.testing.assert_array_equal(models.act(model, obs, greedy=True),
+                                  np.argmax(logits.numpy(), axis=1))
+    assert models.act(model, obs, greedy=False, rng=3).dtype == np.int32
