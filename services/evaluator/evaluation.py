@@ -25,7 +25,10 @@ OTHER_FPS = 30.0
 
 class Evaluation:
     def __init__(self, cfg: Config, video_dir: Path | None = None):
-        """`video_dir`: record the first episode of each evaluation there (None: never)."""
+        """`video_dir`: record the first episode of each evaluation there (None: never).
+
+        Raises envs.EnvError if the environment cannot be built, or cannot render frames
+        while `video_dir` asks for them."""
         self.cfg = cfg
         self.video_dir = video_dir
         self.spec = envs.describe(cfg)
@@ -33,6 +36,10 @@ class Evaluation:
             cfg, self.spec.observation_shape, self.spec.num_actions, self.spec.observation_dtype
         )
         self.env = envs.make_eval_env(cfg, cfg.run.seed, record=video_dir is not None)
+        if video_dir is not None:
+            # fail now (EnvError) rather than in the middle of an evaluation
+            self.env.reset(seed=0)
+            self.env.frame()
         self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
 
     def assignment(self):

@@ -65,11 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, ROLE, "Evaluate and record the parameters of a run while it trains.", add_arguments
     )
     # TensorFlow is imported only now, after the flags were checked.
+    from ba3c import envs, models
     from services.evaluator.pulling import ReadError
 
     try:
         evaluations = _serve(ctx)
-    except ReadError as e:
+    except (ReadError, envs.EnvError, models.ModelError) as e:
         log.error("cannot read the parameters", error=str(e))
         return service.fail(ROLE, str(e))
     finally:
@@ -82,14 +83,13 @@ def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
     from services.evaluator import report
-    from services.evaluator.evaluation import Evaluation
     from services.evaluator.pulling import ShardReader
     from services.evaluator.tboard import EvalSummaries
 
     cfg = ctx.cfg
     ev = cfg.evaluator
     models.configure_threads(cfg.learner.threads)
-    evaluation = Evaluation(cfg, ctx.run_dir.sub("videos") if ev.record_node else None)
+    evaluation = _evaluation(cfg, ctx.run_dir.sub("videos") if ev.record_node else None)
     reader = ShardReader(
         ctx.run_dir, ctx.token, evaluation.assignment(), ctx.name,
         rpc.message_limit(cfg.net.max_message_mb), cfg.net.rpc_timeout, ctx.stop,
@@ -120,6 +120,20 @@ def _serve(ctx: service.ServiceContext) -> int:
         reader.close()
         evaluation.close()
     return evaluations
+
+
+def _evaluation(cfg, video_dir):
+    """The Evaluation; without recording (and a warning) if the environment cannot render."""
+    from ba3c import envs
+    from services.evaluator.evaluation import Evaluation
+
+    try:
+        return Evaluation(cfg, video_dir)
+    except envs.EnvError as e:
+        if video_dir is None:
+            raise
+        log.warning("recording disabled: the environment cannot render frames", error=str(e))
+        return Evaluation(cfg, None)
 
 
 def _wait_until_due(ctx: service.ServiceContext, reader, schedule: Schedule) -> None:

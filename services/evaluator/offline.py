@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{PROG}: error: {e}\n")
 
     telemetry.configure_logging(None)  # log lines to stderr; stdout is the result
-    from ba3c import checkpoint, models  # TensorFlow is imported only now
+    from ba3c import checkpoint, envs, models  # TensorFlow is imported only now
     from services.evaluator.evaluation import Evaluation
 
     try:
@@ -71,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{PROG}: error: cannot load parameters from {path}: {e}\n")
     models.configure_threads(cfg.learner.threads)
     video_dir = Path(args.video_dir) if cfg.evaluator.record_node else None
-    evaluation = Evaluation(cfg, video_dir)
+    try:
+        evaluation = Evaluation(cfg, video_dir)
+    except (envs.EnvError, models.ModelError) as e:
+        parser.exit(2, f"{PROG}: error: {e}\n")
     try:
         weights = evaluation.assignment().join(pieces)
         result = evaluation.run(weights, version, env_frames)

@@ -52,7 +52,7 @@ class ReadError(RuntimeError):
 class Snapshot:
     weights: dict[str, np.ndarray]  # {variable: array}, joined from every shard
     versions: tuple[int, ...]  # per shard
-    env_frames: int
+    env_frames: int  # the largest shard counter (every shard counts all frames)
 
     @property
     def version(self) -> int:
@@ -119,7 +119,7 @@ class ShardReader:
         return Snapshot(
             weights=self.assignment.join(pieces),
             versions=tuple(s.version for s in self.shards),
-            env_frames=min(s.env_frames for s in self.shards),
+            env_frames=max(s.env_frames for s in self.shards),
         )
 
     def versions(self) -> tuple[int, ...] | None:

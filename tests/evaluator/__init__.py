@@ -1,0 +1,1 @@
+"""Tests of the evaluator service and `ba3c evaluate`."""

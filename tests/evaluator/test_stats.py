@@ -1,0 +1,52 @@
+"""Score statistics and the eval.jsonl record."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.evaluator import report
+from services.evaluator.stats import Episode, EvalResult, ScoreStats
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=50))
+def test_statistics_match_numpy(scores):
+    s = ScoreStats.of(scores)
+    assert s.mean == pytest.approx(np.mean(scores), rel=1e-9, abs=1e-6)
+    assert s.std == pytest.approx(np.std(scores), rel=1e-6, abs=1e-6)
+    assert (s.max, s.min) == (max(scores), min(scores))
+
+
+def test_no_scores_is_an_error():
+    with pytest.raises(ValueError, match="at least one episode"):
+        ScoreStats.of([])
+
+
+def test_the_jsonl_record_has_the_fields_the_launcher_reads(tmp_path):
+    result = EvalResult(version=42, env_frames=1000,
+                        episodes=(Episode(3.0, 10), Episode(5.0, 30, finished=False)),
+                        seconds=1.25, greedy=True, versions=(42, 43))
+    path = tmp_path / "eval.jsonl"
+    report.append_jsonl(path, result.record())
+    report.append_jsonl(path, result.record())
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    record = json.loads(lines[0])
+    assert {k: record[k] for k in ("version", "env_frames", "mean", "max", "min", "episodes",
+                                   "seconds")} == {
+        "version": 42, "env_frames": 1000, "mean": 4.0, "max": 5.0, "min": 3.0,
+        "episodes": 2, "seconds": 1.25}
+    assert math.isclose(record["std"], 1.0)
+    assert record["cut"] == 1 and record["mean_length"] == 20
+    assert isinstance(record["time"], float)
+    assert report.read_jsonl(path) == [record, record]
+
+
+def test_a_half_written_line_is_skipped_by_readers(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text('{"version": 1, "mean": 2.0}\n{"version": 2, "me')
+    assert report.read_jsonl(path) == [{"version": 1, "mean": 2.0}]
+    assert report.read_jsonl(tmp_path / "missing.jsonl") == []
