@@ -1,0 +1,157 @@
+"""Optimizers applied on a parameter-server shard: Adam, RMSProp and SGD, plus the
+learning-rate schedule. numpy only.
+
+The update rules are written exactly as Keras 3 writes them (`keras.optimizers.Adam`,
+`RMSprop`, `SGD`), in float32, so a shard gives the same parameters as
+`tf.keras.optimizers.Adam` on the same gradient sequence (tests/paramserver checks it).
+
+Large variables are updated in chunks of `CHUNK` elements: the handful of element-wise
+passes then run on data that stays in the CPU cache, which is about twice as fast as whole
+arrays for the Nature CNN's 1.6M-element fully connected kernel. Every pass is a numpy
+call; nothing loops over elements in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+CHUNK = 1 << 16
+NAMES = ("adam", "rmsprop", "sgd")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The optimizer knobs (see ba3c/config.py OptimizerConfig)."""
+
+    optimizer: str = "adam"
+    lr: float = 0.001
+    lr_schedule: str = "constant"
+    lr_final: float = 0.0
+    lr_decay_steps: int = 1_000_000
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-7
+    rmsprop_decay: float = 0.9
+
+    @classmethod
+    def from_config(cls, optim) -> Hyper:
+        return cls(
+            optimizer=optim.optimizer, lr=optim.lr, lr_schedule=optim.lr_schedule,
+            lr_final=optim.lr_final, lr_decay_steps=optim.lr_decay_steps, beta1=optim.beta1,
+            beta2=optim.beta2, epsilon=optim.epsilon, rmsprop_decay=optim.rmsprop_decay,
+        )
+
+    def learning_rate(self, position: int) -> float:
+        """The learning rate at schedule position `position` (the shard's version)."""
+        if self.lr_schedule == "linear":
+            frac = min(max(position, 0), self.lr_decay_steps) / max(1, self.lr_decay_steps)
+            return self.lr + (self.lr_final - self.lr) * frac
+        return self.lr
+
+
+# Optimizer state slots per optimizer, each shaped like the variable.
+SLOTS: dict[str, tuple[str, ...]] = {"adam": ("m", "v"), "rmsprop": ("velocity",), "sgd": ()}
+
+
+class Optimizer:
+    """Holds the slots of every variable and applies one (averaged) gradient per step.
+
+    `step` counts the updates applied so far (Adam's bias correction uses step + 1).
+    """
+
+    def __init__(self, hyper: Hyper, shapes: Mapping[str, tuple[int, ...]]):
+        if hyper.optimizer not in SLOTS:
+            raise ValueError(f"unknown optimizer {hyper.optimizer!r}; use one of {NAMES}")
+        self.hyper = hyper
+        self.step = 0
+        self.slots: dict[str, dict[str, np.ndarray]] = {
+            slot: {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+            for slot in SLOTS[hyper.optimizer]
+        }
+        largest = max((int(np.prod(s, dtype=np.int64)) for s in shapes.values()), default=0)
+        self._scratch = (np.empty(min(largest, CHUNK), np.float32),
+                         np.empty(min(largest, CHUNK), np.float32))
+
+    @property
+    def name(self) -> str:
+        return self.hyper.optimizer
+
+    def load_state(self, step: int, slots: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Restores `step` and the slots (from a checkpoint); shapes must match."""
+        for slot, arrays in self.slots.items():
+            for name, array in arrays.items():
+                saved = slots[slot][name]
+                if saved.shape != array.shape:
+                    raise ValueError(f"slot {slot} of {name!r}: shape {saved.shape} in the "
+                                     f"checkpoint, {array.shape} expected")
+                array[...] = saved
+        self.step = int(step)
+
+    def apply(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
+              lr: float) -> None:
+        """params -= update(grads), in place, for every variable of `params`."""
+        h = self.hyper
+        f32 = np.float32
+        lr32 = f32(lr)
+        if h.optimizer == "adam":
+            t = f32(self.step + 1)
+            alpha = lr32 * np.sqrt(f32(1) - f32(h.beta2) ** t) / (f32(1) - f32(h.beta1) ** t)
+            consts = (f32(1 - h.beta1), f32(1 - h.beta2), f32(alpha), f32(h.epsilon))
+        elif h.optimizer == "rmsprop":
+            consts = (f32(h.rmsprop_decay), f32(1 - h.rmsprop_decay), lr32, f32(h.epsilon))
+        else:
+            consts = (lr32,)
+        for name, p in params.items():
+            g = grads[name]
+            flat_p, flat_g = p.reshape(-1), np.asarray(g).reshape(-1)
+            slots = [self.slots[s][name].reshape(-1) for s in SLOTS[h.optimizer]]
+            for start in range(0, flat_p.size, CHUNK):
+                stop = min(start + CHUNK, flat_p.size)
+                n = stop - start
+                t1, t2 = self._scratch[0][:n], self._scratch[1][:n]
+                sl = [s[start:stop] for s in slots]
+                _UPDATES[h.optimizer](flat_p[start:stop], flat_g[start:stop], sl, consts, t1, t2)
+        self.step += 1
+
+
+def _adam(p, g, slots, consts, t1, t2) -> None:
+    m, v = slots
+    one_minus_b1, one_minus_b2, alpha, eps = consts
+    np.subtract(g, m, out=t1)
+    t1 *= one_minus_b1
+    m += t1                      # m += (g - m) * (1 - beta1)
+    np.square(g, out=t1)
+    t1 -= v
+    t1 *= one_minus_b2
+    v += t1                      # v += (g^2 - v) * (1 - beta2)
+    np.sqrt(v, out=t1)
+    t1 += eps
+    np.multiply(m, alpha, out=t2)
+    t2 /= t1
+    p -= t2                      # p -= m * alpha / (sqrt(v) + eps)
+
+
+def _rmsprop(p, g, slots, consts, t1, t2) -> None:
+    (velocity,) = slots
+    rho, one_minus_rho, lr, eps = consts
+    np.square(g, out=t1)
+    t1 *= one_minus_rho
+    velocity *= rho
+    velocity += t1               # velocity = rho * velocity + (1 - rho) * g^2
+    np.add(velocity, eps, out=t1)
+    np.sqrt(t1, out=t1)
+    np.multiply(g, lr, out=t2)
+    t2 /= t1
+    p -= t2                      # p -= lr * g / sqrt(velocity + eps)
+
+
+def _sgd(p, g, slots, consts, t1, t2) -> None:
+    (lr,) = consts
+    np.multiply(g, lr, out=t1)
+    p -= t1
+
+
+_UPDATES = {"adam": _adam, "rmsprop": _rmsprop, "sgd": _sgd}

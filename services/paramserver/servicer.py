@@ -1,0 +1,113 @@
+"""The `ba3c.v1.ParameterServer` gRPC service on top of a `Shard`.
+
+Handlers are registered with a generic handler rather than the generated servicer base so
+that PushPull and Pull can answer with bytes: a few small fields followed by the
+parameters encoded once per version (see wire.py). Request sizes are counted in the
+deserializer, before parsing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import structlog
+
+from ba3c.v1 import paramserver_pb2 as pb
+from services.paramserver import metrics
+from services.paramserver.shard import Shard, ShardError
+
+log = structlog.get_logger()
+
+SERVICE = "ba3c.v1.ParameterServer"
+
+
+def _serialize(reply) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
+
+
+def _deserializer(method: str, message_type) -> Callable[[bytes], object]:
+    counter = metrics.RECEIVED_BYTES.labels(method)
+
+    def parse(data: bytes):
+        counter.inc(len(data))
+        return message_type.FromString(data)
+
+    return parse
+
+
+class ParameterServerServicer:
+    """Turns calls into Shard methods and ShardErrors into status codes."""
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+
+    def _refuse(self, method: str, context: grpc.ServicerContext, error: ShardError):
+        metrics.REJECTED.labels(method, error.code).inc()
+        log.info("call refused", method=method, code=error.code, reason=str(error))
+        context.abort(getattr(grpc.StatusCode, error.code), str(error))
+
+    def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
+        try:
+            reply = self.shard.register(request.client_id, request.role)
+        except ShardError as e:
+            self._refuse("Register", context, e)
+        log.info("client registered", client=request.client_id,
+                 role=pb.ClientRole.Name(request.role))
+        return reply
+
+    def Initialize(self, request: pb.InitializeRequest, context) -> pb.InitializeResponse:
+        try:
+            applied, message, version = self.shard.initialize(request.client_id,
+                                                              request.parameters)
+        except ShardError as e:
+            self._refuse("Initialize", context, e)
+        return pb.InitializeResponse(applied=applied, message=message, version=version)
+
+    def PushPull(self, request: pb.PushPullRequest, context) -> bytes:
+        start = time.perf_counter()
+        try:
+            result = self.shard.push(request.client_id, request.version, request.gradients,
+                                     request.env_frames)
+        except ShardError as e:
+            self._refuse("PushPull", context, e)
+        head = pb.PushPullResponse(outcome=result.outcome, version=result.version,
+                                   staleness=result.staleness,
+                                   env_frames=result.env_frames).SerializeToString()
+        reply = head + result.parameters
+        metrics.SENT_BYTES.labels("PushPull").inc(len(reply))
+        metrics.PUSHPULL_SECONDS.observe(time.perf_counter() - start)
+        return reply
+
+    def Pull(self, request: pb.PullRequest, context) -> bytes:
+        start = time.perf_counter()
+        try:
+            version, parameters, frames = self.shard.pull(request.have_version)
+        except ShardError as e:
+            self._refuse("Pull", context, e)
+        head = pb.PullResponse(version=version, unchanged=parameters is None,
+                               env_frames=frames).SerializeToString()
+        reply = head + (parameters or b"")
+        metrics.SENT_BYTES.labels("Pull").inc(len(reply))
+        metrics.PULL_SECONDS.observe(time.perf_counter() - start)
+        return reply
+
+    def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
+        return self.shard.status()
+
+    def register(self, server: grpc.Server) -> None:
+        """Adds the service to a gRPC server (pass as `register` to rpc.make_server)."""
+        methods = {
+            "Register": pb.RegisterRequest, "Initialize": pb.InitializeRequest,
+            "PushPull": pb.PushPullRequest, "Pull": pb.PullRequest, "Status": pb.StatusRequest,
+        }
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                getattr(self, name),
+                request_deserializer=_deserializer(name, message_type),
+                response_serializer=_serialize,
+            )
+            for name, message_type in methods.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

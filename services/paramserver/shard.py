@@ -1,0 +1,416 @@
+"""The state of one parameter-server shard and the rules that change it.
+
+A `Shard` holds the parameters of its variable pieces, the optimizer state, the version
+(global step; also the learning-rate schedule's position), the env-frame counter and,
+in sync mode, the open round. All of it is guarded by one lock; the servicer only turns
+gRPC messages into calls here and `ShardError`s into status codes. Every check of a
+request happens before anything is changed, so a refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from ba3c import tensors
+from ba3c.checkpoint import Checkpoint
+from ba3c.v1 import paramserver_pb2 as pb
+from ba3c.v1 import tensor_pb2
+from services.paramserver import metrics, wire
+from services.paramserver.leases import Leases
+from services.paramserver.optimizers import Hyper, Optimizer
+from services.paramserver.sync import Round
+
+log = structlog.get_logger()
+
+GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
+
+
+class ShardError(Exception):
+    """A refused call; `code` is the name of the gRPC status code to answer with."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidArgument(ShardError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotInitialized(ShardError):
+    code = "FAILED_PRECONDITION"
+
+
+class ShuttingDown(ShardError):
+    code = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a shard needs from the configuration."""
+
+    index: int = 0
+    sync: bool = False
+    replicas: int = 1
+    sync_timeout: float = 10.0
+    lease_seconds: float = 30.0
+    max_staleness: int = 0
+    save_every: int = 0
+    hyper: Hyper = Hyper()
+
+    @classmethod
+    def from_config(cls, cfg, index: int) -> Settings:
+        ps = cfg.paramserver
+        return cls(index=index, sync=ps.use_sync, replicas=ps.replicas_to_aggregate,
+                   sync_timeout=ps.sync_timeout, lease_seconds=ps.lease_seconds,
+                   max_staleness=ps.max_staleness, save_every=ps.save_every,
+                   hyper=Hyper.from_config(cfg.optim))
+
+
+@dataclass(frozen=True)
+class PushResult:
+    outcome: int          # pb.PushOutcome
+    version: int
+    parameters: bytes     # encoded `parameters` field (see wire.py)
+    staleness: int
+    env_frames: int
+
+
+def _describe(names: Iterable[str], limit: int = 8) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(repr(n) for n in names[:limit]) + more
+
+
+def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, np.ndarray]:
+    """Initialize's parameters -> {name: float32 array}; InvalidArgument if unusable."""
+    named = list(named)
+    if not named:
+        raise InvalidArgument("Initialize needs at least one variable, got none")
+    try:
+        arrays = tensors.decode_named(named)
+    except tensors.TensorError as e:
+        raise InvalidArgument(str(e)) from None
+    for item in named:
+        name = item.name
+        if not name:
+            raise InvalidArgument("a variable has an empty name")
+        if item.tensor.dtype != tensor_pb2.FLOAT32:
+            raise InvalidArgument(f"variable {name!r}: parameters must be float32, got "
+                                  f"{tensors.dtype_name(item.tensor.dtype)}")
+        if not np.isfinite(arrays[name]).all():
+            raise InvalidArgument(f"variable {name!r}: initial value contains NaN or Inf")
+    return arrays
+
+
+def check_gradients(specs: Mapping[str, tuple[int, ...]],
+                    named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, np.ndarray]:
+    """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
+    unknown, missing, repeated, of the wrong dtype or shape, or not finite."""
+    grads: dict[str, np.ndarray] = {}
+    for item in named:
+        name = item.name
+        if name not in specs:
+            raise InvalidArgument(f"unknown variable {name!r}: this shard holds "
+                                  f"{_describe(specs)}")
+        if name in grads:
+            raise InvalidArgument(f"variable {name!r} appears twice")
+        if item.tensor.dtype not in GRADIENT_DTYPES:
+            raise InvalidArgument(f"variable {name!r}: gradient dtype "
+                                  f"{tensors.dtype_name(item.tensor.dtype)} is not allowed "
+                                  "(use float32, bfloat16 or float16)")
+        try:
+            g = tensors.decode(item.tensor)
+        except tensors.TensorError as e:
+            raise InvalidArgument(f"variable {name!r}: {e}") from None
+        if g.shape != specs[name]:
+            raise InvalidArgument(f"variable {name!r}: gradient shape {list(g.shape)} does "
+                                  f"not match the variable's {list(specs[name])}")
+        # a sum is a cheap single pass; only if it is not finite do we look closer, since
+        # huge but finite values can overflow it
+        if not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32)) and \
+                not np.isfinite(g).all():
+            raise InvalidArgument(f"variable {name!r}: gradient contains NaN or Inf")
+        grads[name] = g
+    missing = [n for n in specs if n not in grads]
+    if missing:
+        raise InvalidArgument(f"missing gradients for {_describe(missing)} (every variable of "
+                              "the shard must be pushed)")
+    return grads
+
+
+class Shard:
+    """One shard's state. Thread-safe; sync-mode pushes block until their round is applied."""
+
+    def __init__(self, settings: Settings,
+                 on_checkpoint: Callable[[Checkpoint], None] | None = None):
+        self.settings = settings
+        self._on_checkpoint = on_checkpoint
+        self._cond = threading.Condition()
+        self._leases = Leases(settings.lease_seconds)
+        self._params: dict[str, np.ndarray] | None = None
+        self._specs: dict[str, tuple[int, ...]] = {}
+        self._optimizer: Optimizer | None = None
+        self._round: Round | None = None
+        self._encoded: tuple[int, bytes] | None = None
+        self._closing = False
+        self.version = 0
+        self.env_frames = 0
+        self.pushes_applied = 0
+        self.pushes_dropped = 0
+        self.checkpoint_version = -1
+        self.initialized_by = ""
+        metrics.CHECKPOINT_VERSION.set(-1)
+
+    # -- setting the values -----------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return self._params is not None
+
+    def _install(self, params: dict[str, np.ndarray]) -> None:
+        self._params = {n: np.array(a, dtype=np.float32) for n, a in params.items()}
+        self._specs = {n: a.shape for n, a in self._params.items()}
+        self._optimizer = Optimizer(self.settings.hyper, self._specs)
+        metrics.PARAMETERS.set(sum(a.size for a in self._params.values()))
+
+    def initialize(self, client_id: str, named: Iterable[tensor_pb2.NamedTensor]
+                   ) -> tuple[bool, str, int]:
+        """First writer wins: (applied, message, version)."""
+        arrays = check_initial_values(named)
+        with self._cond:
+            if self.initialized:
+                return False, f"already initialised at version {self.version} " \
+                              f"({self.initialized_by})", self.version
+            self._install(arrays)
+            self.initialized_by = f"by {client_id or 'an anonymous client'}"
+            size = sum(a.size for a in arrays.values())
+            message = f"initialised with {len(arrays)} variables ({size} parameters) " \
+                      f"{self.initialized_by}"
+            log.info("shard initialised", client=client_id, variables=len(arrays),
+                     parameters=size)
+            return True, message, self.version
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Resumes from a checkpoint: parameters, optimizer state, version, frames."""
+        with self._cond:
+            self._install(ckpt.parameters)
+            assert self._optimizer is not None
+            if ckpt.optimizer == self._optimizer.name:
+                self._optimizer.load_state(ckpt.optimizer_step, ckpt.slots)
+            else:
+                log.warning("checkpoint has another optimizer's state; starting it afresh",
+                            checkpoint_optimizer=ckpt.optimizer, optimizer=self._optimizer.name)
+            self.version = ckpt.version
+            self.env_frames = ckpt.env_frames
+            self.checkpoint_version = ckpt.version
+            self.pushes_applied = int(ckpt.extra.get("pushes_applied", 0))
+            self.pushes_dropped = int(ckpt.extra.get("pushes_dropped", 0))
+            self.initialized_by = f"restored from checkpoint {ckpt.path}"
+            metrics.VERSION.set(self.version)
+            metrics.ENV_FRAMES.set(self.env_frames)
+            metrics.CHECKPOINT_VERSION.set(ckpt.version)
+
+    # -- registering ------------------------------------------------------------------------
+    def register(self, client_id: str, role: int) -> pb.RegisterResponse:
+        if not client_id:
+            raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
+        if role not in (pb.LEARNER, pb.EVALUATOR):
+            raise InvalidArgument("role must be LEARNER or EVALUATOR")
+        with self._cond:
+            if role == pb.LEARNER:
+                self._leases.renew(client_id)
+                metrics.LIVE_LEARNERS.set(len(self._leases.live()))
+            return pb.RegisterResponse(
+                shard_index=self.settings.index, mode=self._mode,
+                replicas_to_aggregate=self.settings.replicas, version=self.version,
+                initialized=self.initialized,
+                variables=[pb.VariableSpec(name=n, dtype=tensor_pb2.FLOAT32, shape=s)
+                           for n, s in self._specs.items()],
+                lease_seconds=self.settings.lease_seconds,
+            )
+
+    @property
+    def _mode(self) -> int:
+        return pb.SYNC if self.settings.sync else pb.ASYNC
+
+    # -- pushing and pulling ------------------------------------------------------------------
+    def _check_ready(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the shard is shutting down; retry when it is back")
+        if not self.initialized:
+            raise NotInitialized("the shard is not initialised yet: learner 0 must call "
+                                 "Initialize first")
+
+    def push(self, client_id: str, version: int,
+             named: Iterable[tensor_pb2.NamedTensor], env_frames: int = 0) -> PushResult:
+        """Handles one PushPull; in sync mode blocks until the push's round is applied."""
+        if not client_id:
+            raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
+        if env_frames < 0:
+            raise InvalidArgument(f"env_frames must be >= 0, got {env_frames}")
+        if version < 0:
+            raise InvalidArgument(f"version must be >= 0, got {version}")
+        with self._cond:
+            self._check_ready()
+            specs = self._specs
+        grads = check_gradients(specs, named)
+        with self._cond:
+            self._check_ready()
+            if version > self.version:
+                raise InvalidArgument(
+                    f"version {version} is ahead of the shard's version {self.version} (did "
+                    "the shard restart from an older checkpoint? Pull and compute again)")
+            self._leases.renew(client_id)
+            metrics.LIVE_LEARNERS.set(len(self._leases.live()))
+            self.env_frames += env_frames
+            metrics.ENV_FRAMES.set(self.env_frames)
+            staleness = self.version - version
+            metrics.STALENESS.observe(staleness)
+            if self.settings.sync:
+                return self._push_sync(client_id, grads, staleness)
+            return self._push_async(grads, staleness)
+
+    def _drop(self, reason: str) -> None:
+        self.pushes_dropped += 1
+        metrics.PUSHES_DROPPED.labels(reason).inc()
+
+    def _current(self, outcome: int, staleness: int) -> PushResult:
+        return PushResult(outcome, self.version, self._parameters_bytes(), staleness,
+                          self.env_frames)
+
+    def _push_async(self, grads: Mapping[str, np.ndarray], staleness: int) -> PushResult:
+        bound = self.settings.max_staleness
+        if bound and staleness > bound:
+            self._drop("stale")
+            return self._current(pb.DROPPED_STALE, staleness)
+        self._apply(grads, pushes=1)
+        return self._current(pb.APPLIED, staleness)
+
+    def _push_sync(self, client_id: str, grads: Mapping[str, np.ndarray],
+                   staleness: int) -> PushResult:
+        if staleness > 0:
+            self._drop("stale")
+            return self._current(pb.DROPPED_STALE, staleness)
+        rnd = self._round
+        if rnd is None:
+            rnd = self._round = Round(self.version, self.settings.sync_timeout)
+        if client_id in rnd.clients:
+            self._drop("surplus")
+            outcome = pb.DROPPED_SURPLUS
+        else:
+            rnd.add(client_id, grads)
+            outcome = pb.APPLIED
+        while not rnd.done:
+            if rnd.count >= self._leases.expected_pushes(self.settings.replicas):
+                self._close_round(rnd, timed_out=False)
+                break
+            remaining = rnd.deadline - time.monotonic()
+            if remaining <= 0:
+                self._close_round(rnd, timed_out=True)
+                break
+            # wake up now and then: leases may expire while we wait
+            self._cond.wait(min(remaining, 0.25))
+        assert rnd.result is not None
+        new_version, parameters, frames = rnd.result
+        return PushResult(outcome, new_version, parameters, staleness, frames)
+
+    def _close_round(self, rnd: Round, timed_out: bool) -> None:
+        if timed_out:
+            missing = self._leases.live() - set(rnd.clients)
+            self._leases.revoke(missing)
+            metrics.ROUND_TIMEOUTS.inc()
+            log.warning("sync round timed out; applying the pushes that arrived",
+                        version=rnd.version, pushes=rnd.count,
+                        replicas_to_aggregate=self.settings.replicas,
+                        no_longer_waiting_for=sorted(missing))
+        self._apply(rnd.average(), pushes=rnd.count)
+        rnd.result = (self.version, self._parameters_bytes(), self.env_frames)
+        self._round = None
+        metrics.AGGREGATION_WAIT.observe(time.monotonic() - rnd.opened)
+        metrics.ROUND_PUSHES.observe(rnd.count)
+        metrics.LIVE_LEARNERS.set(len(self._leases.live()))
+        self._cond.notify_all()
+
+    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int) -> None:
+        assert self._params is not None and self._optimizer is not None
+        lr = self.settings.hyper.learning_rate(self.version)
+        self._optimizer.apply(self._params, grads, lr)
+        self.version += 1
+        self.pushes_applied += pushes
+        metrics.PUSHES_APPLIED.inc(pushes)
+        metrics.VERSION.set(self.version)
+        every = self.settings.save_every
+        if every and self.version % every == 0 and self._on_checkpoint is not None:
+            self._on_checkpoint(self._snapshot())
+
+    def _parameters_bytes(self) -> bytes:
+        """The encoded parameters of the current version, cached until the next update."""
+        if self._encoded is None or self._encoded[0] != self.version:
+            assert self._params is not None
+            self._encoded = (self.version, wire.encode_parameters(self._params))
+        return self._encoded[1]
+
+    def pull(self, have_version: int) -> tuple[int, bytes | None, int]:
+        """(version, encoded parameters or None if the caller has them, env_frames)."""
+        with self._cond:
+            if not self.initialized:
+                raise NotInitialized("the shard is not initialised yet: learner 0 must call "
+                                     "Initialize first")
+            if have_version == self.version:
+                return self.version, None, self.env_frames
+            return self.version, self._parameters_bytes(), self.env_frames
+
+    # -- status, checkpoints, shutdown ----------------------------------------------------------
+    def status(self) -> pb.StatusResponse:
+        with self._cond:
+            live = len(self._leases.live())
+            metrics.LIVE_LEARNERS.set(live)
+            return pb.StatusResponse(
+                shard_index=self.settings.index, mode=self._mode, initialized=self.initialized,
+                version=self.version, env_frames=self.env_frames,
+                pushes_applied=self.pushes_applied, pushes_dropped=self.pushes_dropped,
+                live_learners=live, checkpoint_version=self.checkpoint_version,
+                num_variables=len(self._specs),
+                num_parameters=sum(a.size for a in (self._params or {}).values()),
+            )
+
+    def _snapshot(self) -> Checkpoint:
+        assert self._params is not None and self._optimizer is not None
+        opt = self._optimizer
+        return Checkpoint(
+            shard=self.settings.index, version=self.version, env_frames=self.env_frames,
+            parameters={n: a.copy() for n, a in self._params.items()},
+            optimizer=opt.name, optimizer_step=opt.step,
+            slots={s: {n: a.copy() for n, a in arrays.items()} for s, arrays in opt.slots.items()},
+            extra={"lr_position": self.version,
+                   "lr": self.settings.hyper.learning_rate(self.version),
+                   "mode": "sync" if self.settings.sync else "async",
+                   "pushes_applied": self.pushes_applied,
+                   "pushes_dropped": self.pushes_dropped},
+        )
+
+    def snapshot(self) -> Checkpoint | None:
+        """A copy of the state to checkpoint, or None if there is nothing to save."""
+        with self._cond:
+            return self._snapshot() if self.initialized else None
+
+    def checkpointed(self, version: int) -> None:
+        with self._cond:
+            self.checkpoint_version = max(self.checkpoint_version, version)
+            metrics.CHECKPOINT_VERSION.set(self.checkpoint_version)
+
+    def close(self) -> None:
+        """Refuses new pushes and answers every waiting caller: an open sync round is
+        applied with the pushes it has."""
+        with self._cond:
+            self._closing = True
+            rnd = self._round
+            if rnd is not None and not rnd.done and rnd.count:
+                log.info("applying the open sync round before shutting down",
+                         version=rnd.version, pushes=rnd.count)
+                self._close_round(rnd, timed_out=False)
+            self._cond.notify_all()
