@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import structlog
 
-from ba3c import models, rpc, service
+from ba3c import envs, models, rpc, service
 from ba3c.v1 import learner_pb2_grpc
 from services.learner.a3c import make_train_step
 from services.learner.act import ActServicer, ModelSpec, Progress
@@ -36,14 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = service.start(argv, ROLE, __doc__.splitlines()[0])
     cfg, lc = ctx.cfg, ctx.cfg.learner
     threads = models.configure_threads(lc.threads)
-    from ba3c import envs  # after the thread settings: it may touch TensorFlow-free code only
-
-    env = envs.describe(cfg)
-    obs_dtype = np.dtype(env.observation_dtype).name
     try:
+        env = envs.describe(cfg)
+        obs_dtype = np.dtype(env.observation_dtype).name
         model = models.build_model(cfg, tuple(env.observation_shape), env.num_actions,
                                    obs_dtype)
-    except models.ModelError as e:
+    except (envs.EnvError, models.ModelError) as e:
         return service.fail(ROLE, str(e))
     layout = models.assignment(cfg, model)
     log.info("model built", kind=model.kind, env=cfg.run.env, threads=threads,
