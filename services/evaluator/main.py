@@ -110,6 +110,8 @@ def _serve(ctx: service.ServiceContext) -> int:
                 _wait_until_due(ctx, reader, schedule)
                 continue
             schedule.started(snapshot.versions, now)
+            log.info("evaluation started", version=snapshot.version, versions=snapshot.versions,
+                     episodes=ev.eval_episodes)
             result = evaluation.run(snapshot.weights, snapshot.version, snapshot.env_frames,
                                     snapshot.versions)
             report.publish(result, ctx.run_dir.path / "eval.jsonl")

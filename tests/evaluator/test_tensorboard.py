@@ -1,18 +1,9 @@
 """The TensorBoard event files are read back with TensorBoard's own reader."""
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.util.tensor_util import make_ndarray
 
 from services.evaluator.stats import Episode, EvalResult
-
-
-def read_scalars(folder):
-    """{tag: [(step, value)]} as TensorBoard loads them."""
-    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    acc.Reload()
-    return {tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-            for tag in acc.Tags()["tensors"]}
+from tests.evaluator.cluster import read_scalars
 
 
 def test_scalars_of_each_evaluation_are_written_at_its_version(tmp_path):

@@ -1,0 +1,79 @@
+"""`ba3c evaluator` against real paramserver processes, and `ba3c evaluate` offline."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.evaluator import cluster
+from tests.support import ba3c_command, wait_for
+
+START = 90  # seconds for a process that imports TensorFlow on a busy 2-core machine
+
+
+def config_of(run_dir):
+    return run_dir.load_config(environ={})
+
+
+def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
+        run_dir_factory, processes):
+    run_dir = run_dir_factory(**cluster.CARTPOLE, ps=2, eval_every=0.2, eval_episodes=4,
+                              eval_max_steps=300)
+    cfg = config_of(run_dir)
+    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
+    # started before any shard exists: it waits instead of failing
+    wait_for(lambda: cluster.logged(run_dir, "waiting for shard"), START, "the evaluator to wait")
+
+    shards = cluster.start_shards(processes, run_dir, 2)
+    cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
+    first = wait_for(lambda: cluster.evaluations(run_dir), START, "the first evaluation")[0]
+    assert (first["version"], first["episodes"], first["env_frames"]) == (0, 4, 0)
+    assert first["mean"] > 150, f"scored like random weights, not the pulled ones: {first}"
+    assert first["min"] <= first["mean"] <= first["max"] <= 300
+    assert first["max"] > first["min"], "a sampled policy should not play 4 identical games"
+
+    # the same parameters are not evaluated again, and the shards are polled without
+    # sending parameters (have_version)
+    wait_for(lambda: cluster.metrics(run_dir).get('ba3c_eval_pulls_total{outcome="unchanged"}',
+                                                  0) >= 4, 30, "Pulls of unchanged shards")
+    m = cluster.metrics(run_dir)
+    assert m['ba3c_eval_pulls_total{outcome="new"}'] == 2
+    assert m["ba3c_evaluations_total"] == 1
+    assert m['ba3c_eval_score{stat="mean"}'] == pytest.approx(first["mean"])
+    assert len(cluster.evaluations(run_dir)) == 1
+
+    # a reader never writes: versions unchanged, not counted as a live learner
+    for k in range(2):
+        s = cluster.status(run_dir, k)
+        assert (s.version, s.pushes_applied, s.live_learners) == (0, 0, 0)
+
+    # new parameters (a learner pushed) are evaluated with the same seeds
+    assert cluster.push_zero_gradients(run_dir, cfg, env_frames=5000) == [1, 1]
+    second = wait_for(lambda: cluster.evaluations(run_dir)[1:], START, "a second evaluation")[0]
+    assert (second["version"], second["env_frames"]) == (1, 5000)
+    assert second["scores"] == first["scores"]  # sgd of zero gradients changed nothing
+    assert cluster.metrics(run_dir)['ba3c_eval_pulls_total{outcome="new"}'] == 4
+
+    scalars = cluster.read_scalars(run_dir.path / "tensorboard" / "eval")
+    assert scalars["eval/score_mean"] == [(0, pytest.approx(first["mean"])),
+                                          (1, pytest.approx(second["mean"]))]
+    assert [v for _, v in scalars["eval/score_max"]] == [first["max"], second["max"]]
+    assert [v for _, v in scalars["eval/score_min"]] == [first["min"], second["min"]]
+    assert scalars["eval/episode_length"][0][1] == pytest.approx(first["mean_length"])
+
+    assert evaluator.stop() == 0
+    assert cluster.logged(run_dir, "evaluator stopped")[-1]["evaluations"] == 2
+
+    # the checkpoints the shards write when they stop, evaluated with no cluster at all
+    assert [shard.stop() for shard in shards] == [0, 0]
+    offline = evaluate_offline("--checkpoint", str(run_dir.path / "checkpoints"), "--json")
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    result = json.loads(offline.stdout)
+    assert result["version"] == 1
+    assert result["scores"] == second["scores"]
+    assert result["mean"] == pytest.approx(second["mean"])
+
+
+def evaluate_offline(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(ba3c_command("evaluate", *args), capture_output=True, text=True,
+                          timeout=START, env=cluster.quiet_env())
