@@ -1,6 +1,7 @@
 """`ba3c evaluator` against real paramserver processes, and `ba3c evaluate` offline."""
 
 import json
+import signal
 import subprocess
 
 import pytest
@@ -77,3 +78,61 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
 def evaluate_offline(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(ba3c_command("evaluate", *args), capture_output=True, text=True,
                           timeout=START, env=cluster.quiet_env())
+
+
+def test_sigterm_lets_the_evaluation_in_progress_finish(run_dir_factory, processes):
+    run_dir = run_dir_factory(**cluster.CARTPOLE, eval_episodes=40, eval_max_steps=500)
+    cfg = config_of(run_dir)
+    cluster.start_shards(processes, run_dir, 1)
+    cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
+    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
+    wait_for(lambda: cluster.logged(run_dir, "evaluation started"), START, "an evaluation")
+    evaluator.signal(signal.SIGTERM)
+    assert evaluator.popen.wait(START) == 0
+    events = [e["event"] for e in cluster.log_events(run_dir)]
+    assert events.index("signal received, stopping") < events.index("evaluation"), (
+        "the evaluation had ended before the signal; make it longer")
+    [result] = cluster.evaluations(run_dir)
+    assert result["episodes"] == 40
+
+
+def test_parameters_that_do_not_fit_the_model_end_with_a_clear_error(
+        run_dir_factory, processes):
+    run_dir = run_dir_factory(**cluster.CARTPOLE)
+    cfg = config_of(run_dir)
+    cluster.start_shards(processes, run_dir, 1)
+    cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
+    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path),
+                          "--mlp_hidden", "32")
+    assert evaluator.popen.wait(START) == 2
+    last = evaluator.output().strip().splitlines()[-1]
+    assert last.startswith("ba3c evaluator: error: paramserver-0 holds parameters that do not")
+    assert "hidden1/kernel has shape [4, 64], the model expects [4, 32]" in last
+    assert cluster.evaluations(run_dir) == []
+
+
+def test_a_bad_flag_is_one_line_and_exit_2(run_dir_factory):
+    run_dir = run_dir_factory()
+    done = subprocess.run(ba3c_command("evaluator", "--run-dir", str(run_dir.path),
+                                       "--eval_episodes", "many"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ba3c evaluator: error: flag --eval_episodes: eval_episodes expects int, got 'many'")
+    assert "Traceback" not in done.stderr
+
+
+def test_offline_evaluation_of_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
+    done = evaluate_offline("--checkpoint", str(tmp_path / "nowhere"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ba3c evaluate: error: --checkpoint {tmp_path / 'nowhere'} " \
+                                  "does not exist"
+
+
+def test_offline_evaluation_of_a_run_without_checkpoints_says_so(run_dir_factory):
+    run_dir = run_dir_factory(**cluster.CARTPOLE)
+    done = evaluate_offline("--checkpoint", str(run_dir.path))
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ba3c evaluate: error: cannot load parameters from {run_dir.path}")
+    assert "no checkpoints" in last
