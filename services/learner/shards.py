@@ -95,21 +95,29 @@ class Shards:
             log.info("initialize", shard=shard.index, applied=reply.applied,
                      message=reply.message, version=reply.version)
 
-    def wait_initialized(self, poll: float = 0.2) -> None:
-        """Blocks until every shard says it is initialised; checks its variables match."""
+    def wait_initialized(self, poll: float = 0.2) -> dict[str, np.ndarray]:
+        """Blocks until every shard is initialised; checks that its variables match this
+        learner's model; returns the joined parameters."""
+        pieces: dict[str, np.ndarray] = {}
         for shard in self.shards:
             while True:
-                reply = self._retrying(shard, "Register", lambda s: s.stub.Register(
-                    ps_pb.RegisterRequest(client_id=self.client_id, role=ps_pb.LEARNER),
-                    timeout=self.timeout))
-                if reply.initialized:
-                    self._check_variables(shard.index, reply.variables)
+                try:
+                    reply = self._pull_one(shard)
                     break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise
                 if self.stop.wait(poll):
                     raise Stopped("stopped while waiting for shards to be initialised")
+            values = tensors.decode_named(reply.parameters)
+            self._check_variables(shard.index, {n: a.shape for n, a in values.items()})
+            shard.version = reply.version
+            pieces.update(values)
+        metrics.VERSION.set(self.version)
+        return self.layout.join(pieces)
 
-    def _check_variables(self, index: int, specs) -> None:
-        have = {s.name: tuple(s.shape) for s in specs}
+    def _check_variables(self, index: int, have: Mapping[str, tuple[int, ...]]) -> None:
+        have = {name: tuple(shape) for name, shape in have.items()}
         want = {p.name: p.shape for p in self.layout.shard_pieces(index)}
         if have != want:
             missing = sorted(set(want) - set(have))
@@ -121,16 +129,6 @@ class Shards:
                 f"unexpected {extra}, other shapes {wrong}")
 
     # -- pulling and pushing -------------------------------------------------------------------
-    def pull(self) -> dict[str, np.ndarray]:
-        """Every shard's parameters, joined into {variable: array}."""
-        replies = list(self._pool.map(self._pull_one, self.shards))
-        pieces: dict[str, np.ndarray] = {}
-        for shard, reply in zip(self.shards, replies, strict=True):
-            shard.version = reply.version
-            pieces.update(tensors.decode_named(reply.parameters))
-        metrics.VERSION.set(self.version)
-        return self.layout.join(pieces)
-
     def _pull_one(self, shard: _Shard) -> ps_pb.PullResponse:
         request = ps_pb.PullRequest(client_id=self.client_id, have_version=-1)
         return self._retrying(shard, "Pull", lambda s: s.stub.Pull(request, timeout=self.timeout))
