@@ -1,0 +1,155 @@
+"""Benchmark: raw vectorised stepping vs the same pool streaming to a learner over gRPC.
+
+    .venv/bin/python bench/simulator.py [--envs 16] [--repeats 5] [--seconds 3]
+                                        [--env ALE/Breakout-v5] [--profile]
+
+In one run and one process, for each pool size N it alternates two legs, `--repeats`
+times each: "raw" steps the pool with random actions as fast as it can; "grpc" runs the
+simulator service's own streaming loop (services.simulator.stream.run) against a learner
+in a separate process (tests/servers/random_learner.py: it checks every request against the
+contract and answers at once with random actions). Throughput is agent steps per second
+(N per pool step). Prints a Markdown table of medians, min and max, and the ratio of the
+medians; writes bench/results/simulator.json. Target: grpc keeps >= 90% of raw at N=16.
+With --profile, one extra grpc leg runs under cProfile and the top functions are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ba3c import envs, rpc  # noqa: E402
+from ba3c.config import Config  # noqa: E402
+from ba3c.rundir import RunDir  # noqa: E402
+from services.simulator import stream  # noqa: E402
+
+TARGET = 0.90
+
+
+def raw_leg(pool: envs.EnvPool, seconds: float, rng: np.random.Generator) -> float:
+    pool.reset()
+    steps = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        pool.step(rng.integers(0, pool.spec.num_actions, pool.num_envs, dtype=np.int32))
+        steps += 1
+    return steps * pool.num_envs / elapsed
+
+
+def grpc_leg(pool: envs.EnvPool, address: str, token: str, seconds: float) -> float:
+    stop = threading.Event()
+    with rpc.make_channel(address, token) as channel, stream.ActStream(channel, stop) as act:
+        timer = threading.Timer(seconds, stop.set)
+        start = time.perf_counter()
+        timer.start()
+        steps = stream.run(pool, act, "bench-0", stop)
+        elapsed = time.perf_counter() - start
+    return steps * pool.num_envs / elapsed
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", type=int, nargs="+", default=[16])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--env", default="ALE/Breakout-v5")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "simulator.json")
+    args = parser.parse_args()
+
+    cfg = Config()
+    cfg.run.env = args.env
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ba3c-bench-sim-") as tmp:
+        run_dir = RunDir(tmp)
+        run_dir.create(cfg)
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "tests.servers.random_learner", str(run_dir.path)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            address = run_dir.wait_for_address("learner", 0, timeout=60)
+            token = run_dir.read_secret()
+            for n in args.envs:
+                results.append(measure(cfg, n, args, address, token))
+        finally:
+            learner.terminate()
+            learner.wait(10)
+
+    print(table(results, args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "simulator", "env": args.env, "seconds_per_leg": args.seconds,
+        "repeats": args.repeats, "target_ratio": TARGET, "machine": machine(),
+        "results": results,
+    }, indent=1) + "\n")
+    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 0
+
+
+def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
+    rng = np.random.default_rng(0)
+    with envs.make_pool(cfg, n, seed=0) as pool:
+        raw_leg(pool, 1.0, rng)  # warm up both paths
+        grpc_leg(pool, address, token, 1.0)
+        raw, grpc = [], []
+        for _ in range(args.repeats):
+            raw.append(raw_leg(pool, args.seconds, rng))
+            grpc.append(grpc_leg(pool, address, token, args.seconds))
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            grpc_leg(pool, address, token, args.seconds)
+            profiler.disable()
+            print(f"\n## cProfile of one grpc leg, N={n} (main thread, by own time)\n")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+    ratios = [g / r for g, r in zip(grpc, raw, strict=True)]
+    return {"num_envs": n, "raw": summary(raw), "grpc": summary(grpc),
+            "ratio_of_medians": statistics.median(grpc) / statistics.median(raw),
+            "ratio_per_repeat": summary(ratios)}
+
+
+def table(results: list[dict], args) -> str:
+    lines = [
+        f"Simulator throughput, {args.env}, agent steps/s, {args.repeats} x {args.seconds:g} s "
+        "per leg (median [min-max])", "",
+        "| N | raw | grpc | grpc / raw (medians) | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        def fmt(s):
+            return f"{s['median']:,.0f} [{s['min']:,.0f}-{s['max']:,.0f}]"
+        ok = "met" if r["ratio_of_medians"] >= TARGET else "MISSED"
+        lines.append(f"| {r['num_envs']} | {fmt(r['raw'])} | {fmt(r['grpc'])} | "
+                     f"{r['ratio_of_medians']:.1%} | >= {TARGET:.0%} {ok} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import os
+    return {"python": platform.python_version(), "cores": len(os.sched_getaffinity(0)),
+            "load_avg": os.getloadavg()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

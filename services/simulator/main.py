@@ -1,0 +1,134 @@
+"""`ba3c simulator`: a pool of environments that streams to a learner, and nothing else.
+
+    ba3c simulator --run-dir DIR --index I [--learner J] [--simulator_procs N] [--env ID]
+    ba3c simulator --list-envs
+
+Pool I steps `simulator_procs` environments of `env` together and opens one Act stream
+to learner J (default I mod `learners`), found in RUN_DIR/addresses/learner-J and waited
+for. If the stream breaks (the learner restarts, moves to another port, or refuses a
+message), the pool backs off, reads the address again and starts over with fresh
+episodes; it never gives up. SIGTERM or SIGINT ends it cleanly with exit code 0. A bad
+environment id ends it at once with a one-line error (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+
+import grpc
+import structlog
+
+from ba3c import envs, rpc, service
+from services.simulator import metrics, stream
+
+log = structlog.get_logger()
+
+ROLE = "simulator"
+SEED_STRIDE = 10_000  # pool I seeds its environments with seed + 10_000 * (I + 1) + i
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--learner", type=int, default=None,
+        help="Index of the learner to stream to (default: --index mod --learners).",
+    )
+    parser.add_argument(
+        "--list-envs", action="store_true",
+        help="Print the environment ids a pool accepts and exit (needs no --run-dir).",
+    )
+
+
+def list_envs() -> int:
+    ids = envs.valid_ids()
+    print("Atari (ROM chosen by the id; ba3c's own preprocessing always applies):")
+    print("  " + " ".join(ids["atari"]))
+    print("Other gymnasium ids (need a 1-D Box observation and Discrete actions):")
+    print("  " + " ".join(ids["other"]))
+    return 0
+
+
+class Backoff:
+    """Exponential backoff with jitter between reconnects: 0.2 s doubling to 5 s."""
+
+    def __init__(self, initial: float = 0.2, maximum: float = 5.0):
+        self.initial, self.maximum = initial, maximum
+        self._next = initial
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+    def next(self) -> float:
+        delay = self._next * random.uniform(0.8, 1.2)
+        self._next = min(self.maximum, self._next * 2)
+        return delay
+
+
+def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int) -> None:
+    """Streams to learner `learner` until ctx.stop is set, reconnecting on every failure."""
+    pool_id = ctx.name
+    limit = rpc.message_limit(ctx.cfg.net.max_message_mb)
+    backoff = Backoff()
+    while not ctx.stop.is_set():
+        try:
+            address = ctx.run_dir.wait_for_address("learner", learner, stop=ctx.stop)
+        except TimeoutError:
+            return  # stopped while waiting
+        reason, responses = "", 0
+        with rpc.make_channel(address, ctx.token, limit) as channel:
+            log.info("streaming to learner", learner=learner, address=address)
+            metrics.CONNECTED.set(1)
+            try:
+                with stream.ActStream(channel, ctx.stop) as act:
+                    try:
+                        stream.run(pool, act, pool_id, ctx.stop)
+                    finally:
+                        responses = act.responses
+            except grpc.RpcError as e:
+                if ctx.stop.is_set():
+                    return
+                reason = e.code().name.lower()
+                log.warning("stream to learner broke", code=e.code().name, details=e.details(),
+                            responses=responses)
+            except stream.ProtocolError as e:
+                reason = "protocol"
+                log.error("learner broke the Act contract", error=str(e), responses=responses)
+            finally:
+                metrics.CONNECTED.set(0)
+        if ctx.stop.is_set():
+            return
+        metrics.STREAM_RESTARTS.labels(reason=reason or "unknown").inc()
+        if responses:
+            backoff.reset()
+        ctx.stop.wait(backoff.next())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list-envs" in argv:
+        return list_envs()
+    ctx = service.start(argv, ROLE, __doc__.split("\n")[0], add_arguments)
+    try:
+        learners = ctx.cfg.learner.learners
+        learner = ctx.args.learner if ctx.args.learner is not None else ctx.index % learners
+        if learner < 0:
+            return service.fail(ROLE, f"--learner must be >= 0, got {learner}")
+        num_envs = ctx.cfg.simulator.simulator_procs
+        seed = ctx.cfg.run.seed + SEED_STRIDE * (ctx.index + 1)
+        try:
+            pool = envs.make_pool(ctx.cfg, num_envs, seed)
+        except envs.EnvError as e:
+            return service.fail(ROLE, str(e))
+        log.info("pool ready", env=ctx.cfg.run.env, num_envs=num_envs, learner=learner,
+                 observation_shape=list(pool.spec.observation_shape),
+                 num_actions=pool.spec.num_actions, seed=seed)
+        try:
+            stream_forever(ctx, pool, learner)
+        finally:
+            pool.close()
+        log.info("stopped")
+        return 0
+    finally:
+        ctx.telemetry.close()

@@ -1,0 +1,185 @@
+"""One Act stream between a pool and a learner: the step protocol of learner.proto.
+
+    request t:   [spec, t = 0 only] observations o_t, rewards r_{t-1}, dones d_{t-1},
+                 episodes that ended with a_{t-1}, emulator frames since request t-1
+    response t:  actions a_t for every environment
+
+`run` keeps the two in lockstep until the stream breaks (grpc.RpcError, or
+ProtocolError when the learner's reply breaks the contract) or `stop` is set. Every
+stream starts with fresh episodes, so a learner never sees half a trajectory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+import numpy as np
+import structlog
+
+from ba3c.envs import EnvPool, EnvSpec, Step
+from ba3c.tensors import DType
+from ba3c.v1 import learner_pb2, learner_pb2_grpc, tensor_pb2
+from services.simulator import metrics
+
+log = structlog.get_logger()
+
+_WIRE_DTYPES = {np.dtype(np.uint8): DType.UINT8, np.dtype(np.float32): DType.FLOAT32}
+PROGRESS_EVERY = 30.0  # seconds between progress lines in the log
+
+
+class ProtocolError(Exception):
+    """The learner's reply breaks the Act contract (the message says how)."""
+
+
+def pool_spec(spec: EnvSpec, num_envs: int) -> learner_pb2.PoolSpec:
+    return learner_pb2.PoolSpec(
+        env_id=spec.env_id, num_envs=num_envs, observation_shape=spec.observation_shape,
+        observation_dtype=_WIRE_DTYPES[spec.observation_dtype], num_actions=spec.num_actions,
+    )
+
+
+def encode_observations(observations: np.ndarray) -> tensor_pb2.Tensor:
+    # Pools hand out C-contiguous arrays: one .tobytes() is the only copy.
+    return tensor_pb2.Tensor(
+        dtype=_WIRE_DTYPES[observations.dtype], shape=observations.shape,
+        data=observations.tobytes(),
+    )
+
+
+def first_request(pool_id: str, spec: learner_pb2.PoolSpec,
+                  observations: np.ndarray) -> learner_pb2.ActRequest:
+    return learner_pb2.ActRequest(
+        spec=spec, pool_id=pool_id, observations=encode_observations(observations),
+    )
+
+
+def next_request(pool_id: str, step: Step) -> learner_pb2.ActRequest:
+    return learner_pb2.ActRequest(
+        pool_id=pool_id,
+        observations=encode_observations(step.observations),
+        rewards=step.rewards.tolist(),
+        dones=step.dones.tolist(),
+        finished_episodes=[
+            learner_pb2.EpisodeStats(env_index=f.env_index, episode_return=f.episode_return,
+                                     length=f.length, frames=f.frames)
+            for f in step.finished
+        ],
+        env_frames=step.frames,
+    )
+
+
+def actions_from(response: learner_pb2.ActResponse, num_envs: int,
+                 num_actions: int) -> np.ndarray:
+    """The response's actions, checked against the contract."""
+    actions = np.fromiter(response.actions, np.int32, len(response.actions))
+    if actions.shape != (num_envs,):
+        raise ProtocolError(f"ActResponse.actions has {actions.size} entries, expected {num_envs}")
+    if num_envs and (actions.min() < 0 or actions.max() >= num_actions):
+        raise ProtocolError(
+            f"ActResponse.actions must be in [0, {num_actions}), got "
+            f"{int(actions.min())}..{int(actions.max())}"
+        )
+    return actions
+
+
+class ActStream:
+    """One bidirectional Act call, used in lockstep: `exchange` sends one request and waits
+    for its response. Setting `stop` cancels the call, also while it waits."""
+
+    def __init__(self, channel: grpc.Channel, stop: threading.Event):
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._call = learner_pb2_grpc.LearnerStub(channel).Act(iter(self._requests.get, None))
+        self._closed = threading.Event()
+        self.responses = 0
+        threading.Thread(target=self._cancel_on, args=(stop,), name="act-stop",
+                         daemon=True).start()
+
+    def _cancel_on(self, stop: threading.Event) -> None:
+        while not stop.wait(0.2):
+            if self._closed.is_set():
+                return
+        self._call.cancel()
+
+    def exchange(self, request: learner_pb2.ActRequest) -> learner_pb2.ActResponse:
+        self._requests.put(request)
+        try:
+            response = next(self._call)
+        except StopIteration:
+            raise ProtocolError("the learner ended the stream without an error") from None
+        self.responses += 1
+        return response
+
+    def close(self) -> None:
+        self._closed.set()
+        self._requests.put(None)  # ends the request iterator, freeing gRPC's sender thread
+        self._call.cancel()
+
+    def __enter__(self) -> ActStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> int:
+    """Steps `pool` for the learner behind `act` until `stop` is set; returns the pool
+    steps taken. Raises grpc.RpcError or ProtocolError when the stream breaks (not when
+    `stop` cancelled it)."""
+    spec = pool.spec
+    request = first_request(pool_id, pool_spec(spec, pool.num_envs), pool.reset())
+    progress = _Progress(pool_id, pool.num_envs)
+    steps = 0
+    while not stop.is_set():
+        sent = time.perf_counter()
+        try:
+            response = act.exchange(request)
+        except grpc.RpcError:
+            if stop.is_set():  # the stop cancelled the call: a clean end
+                break
+            raise
+        actions = actions_from(response, pool.num_envs, spec.num_actions)
+        received = time.perf_counter()
+        step = pool.step(actions)
+        stepped = time.perf_counter()
+        request = next_request(pool_id, step)
+        metrics.record_step(received - sent, stepped - received, step.frames, pool.num_envs,
+                            step.finished, response.version)
+        progress.add(step, received - sent, stepped - received)
+        steps += 1
+    return steps
+
+
+class _Progress:
+    """A log line every PROGRESS_EVERY seconds: throughput, where time went, scores."""
+
+    def __init__(self, pool_id: str, num_envs: int):
+        self._pool_id = pool_id
+        self._num_envs = num_envs
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self._since = now
+        self._steps = 0
+        self._wait = self._step = 0.0
+        self._returns: list[float] = []
+
+    def add(self, step: Step, wait: float, stepping: float) -> None:
+        self._steps += 1
+        self._wait += wait
+        self._step += stepping
+        self._returns.extend(f.episode_return for f in step.finished)
+        now = time.monotonic()
+        if now - self._since >= PROGRESS_EVERY:
+            elapsed = now - self._since
+            log.info(
+                "pool progress", pool_id=self._pool_id,
+                agent_steps_per_s=round(self._steps * self._num_envs / elapsed, 1),
+                wait_fraction=round(self._wait / elapsed, 3),
+                step_fraction=round(self._step / elapsed, 3),
+                episodes=len(self._returns),
+                mean_return=round(float(np.mean(self._returns)), 2) if self._returns else None,
+            )
+            self._reset(now)
