@@ -27,6 +27,8 @@ AGGREGATION_WAIT = Histogram("ba3c_paramserver_aggregation_wait_seconds",
 ROUND_PUSHES = Histogram("ba3c_paramserver_round_pushes",
                          "Sync mode: pushes averaged per applied round.",
                          buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
+ROUND_WAITING = Gauge("ba3c_paramserver_round_waiting_pushes",
+                      "Sync mode: pushes in the open round, waiting for it to be applied.")
 ROUND_TIMEOUTS = Counter("ba3c_paramserver_round_timeouts_total",
                          "Sync rounds applied short of replicas_to_aggregate after sync_timeout.")
 RECEIVED_BYTES = Counter("ba3c_paramserver_received_bytes_total",

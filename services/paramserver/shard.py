@@ -228,7 +228,7 @@ class Shard:
                 shard_index=self.settings.index, mode=self._mode,
                 replicas_to_aggregate=self.settings.replicas, version=self.version,
                 initialized=self.initialized,
-                variables=[pb.VariableSpec(name=n, dtype=tensor_pb2.FLOAT32, shape=s)
+                variables=[tensor_pb2.VariableSpec(name=n, dtype=tensor_pb2.FLOAT32, shape=s)
                            for n, s in self._specs.items()],
                 lease_seconds=self.settings.lease_seconds,
             )
@@ -303,6 +303,7 @@ class Shard:
             outcome = pb.DROPPED_SURPLUS
         else:
             rnd.add(client_id, grads)
+            metrics.ROUND_WAITING.set(rnd.count)
             outcome = pb.APPLIED
         while not rnd.done:
             if rnd.count >= self._leases.expected_pushes(self.settings.replicas):
@@ -330,6 +331,7 @@ class Shard:
         self._apply(rnd.average(), pushes=rnd.count)
         rnd.result = (self.version, self._parameters_bytes(), self.env_frames)
         self._round = None
+        metrics.ROUND_WAITING.set(0)
         metrics.AGGREGATION_WAIT.observe(time.monotonic() - rnd.opened)
         metrics.ROUND_PUSHES.observe(rnd.count)
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))

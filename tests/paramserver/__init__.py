@@ -1,0 +1,1 @@
+"""Tests of the parameter-server service, against real `ba3c paramserver` processes."""
