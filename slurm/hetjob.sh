@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# ba3c on Slurm: one heterogeneous job, one component per service.
+#
+#   sbatch slurm/hetjob.sh [ba3c flags...]          e.g.  sbatch slurm/hetjob.sh --lr 0.0005
+#
+# Component 0 runs the parameter-server shards, 1 the learners, 2 the simulator pools and
+# 3 the evaluator. Each component is one `srun --het-group=N` step; each of its tasks runs
+# one process of that service with --index $SLURM_PROCID, in that service's container (or
+# the installed `ba3c` command when there is no container runtime). Services find each
+# other through the run directory (addresses/), so any node placement works.
+#
+# COUNTS AND CORES: the #SBATCH blocks below, one per component (--ntasks = how many
+#   processes, --cpus-per-task = cores each). The script passes --ps, --learners and
+#   --pools from the task counts, so they always match the job. Override at submission,
+#   one `:`-separated block per component, e.g. 4 shards, 8 learners, 16 pools:
+#     sbatch --ntasks=4 : --ntasks=8 : --ntasks=16 : --ntasks=1 slurm/hetjob.sh
+#   Without the evaluator: delete the last `hetjob` block (or BA3C_EVAL_NODE=false).
+#
+# HYPER-PARAMETERS: any `ba3c` flag given to this script (sbatch slurm/hetjob.sh --lr 3e-4
+#   -b 64), or any BA3C_<KNOB> variable in the submitting shell (BA3C_LR=3e-4; sbatch
+#   exports the environment). Every knob, its flag and its variable: `ba3c config --help`.
+#   Defaults of this script where they differ from ba3c's: --env ALE/Breakout-v5,
+#   --use_sync with --replicas_to_aggregate = number of learners, --record_node.
+#   The first job writes RUN_DIR/config.toml; a resumed job keeps it (flags and variables
+#   given again still apply on top of it).
+#
+# RUN DIRECTORY (on a filesystem every node sees):
+#   BA3C_RUN_DIR          the run directory (default BA3C_EXPERIMENTS_DIR/JOBNAME-JOBID).
+#                         Submit again with the same BA3C_RUN_DIR to resume a run.
+#   BA3C_EXPERIMENTS_DIR  where new run directories go (default SUBMIT_DIR/runs).
+#
+# CONTAINERS:
+#   BA3C_CONTAINER        apptainer | singularity | none (default: apptainer if found, else
+#                         singularity if found, else none = the installed package).
+#   BA3C_IMAGES           folder of paramserver.sif learner.sif simulator.sif evaluator.sif
+#                         (default SUBMIT_DIR/containers; build them with containers/build.sh).
+#   BA3C_IMAGE_<ROLE>     one service's image, e.g. BA3C_IMAGE_LEARNER=~/my-learner.sif.
+#   BA3C_CONTAINER_ARGS   extra `apptainer exec` options, e.g. "--nv" for GPUs.
+#   BA3C_BIN              the ba3c command (default `ba3c`; a command line, split on spaces).
+#   BA3C_BIN_<ROLE>       one service's command, e.g. BA3C_BIN_LEARNER="my-learner", called
+#                         as `CMD learner --run-dir D --index I [flags]`.
+#
+# TIME:
+#   BA3C_MINUTES          end the run after this many minutes (decimals allowed; 0 = run
+#                         until the time limit or scancel). The job then exits 0. Default 60.
+#   BA3C_STOP_GRACE       seconds each component has to stop after SIGTERM (default 60).
+#   BA3C_START_TIMEOUT    seconds the shards have to publish their addresses (default 600).
+#   Stopping order: simulators, evaluator, learners, then the shards, which write a final
+#   checkpoint on SIGTERM. `scancel` sends SIGTERM to every process at once and SIGKILL
+#   KillWait seconds later (slurm.conf, often 30 s): enough for a final checkpoint. Near
+#   the time limit Slurm sends USR1 (--signal below) and the run stops in order.
+#   A requeued job (--requeue below, `scontrol requeue`) or a new job with the same
+#   BA3C_RUN_DIR resumes: each shard restores its newest checkpoint when it starts.
+#
+# OUTPUT: the job's output file (%x-%j.out) gets one line per event; a failed component
+#   fails the job and names the component, the task and the tail of its log
+#   (RUN_DIR/logs/ROLE-INDEX.log).
+#
+#SBATCH --job-name=ba3c
+#SBATCH --output=%x-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --time=01:10:00
+#SBATCH --signal=B:USR1@120
+#SBATCH --ntasks=2 --cpus-per-task=1    # component 0: paramserver shards
+#SBATCH hetjob
+#SBATCH --ntasks=2 --cpus-per-task=4    # component 1: learners (TensorFlow uses the cores)
+#SBATCH hetjob
+#SBATCH --ntasks=4 --cpus-per-task=2    # component 2: simulator pools
+#SBATCH hetjob
+#SBATCH --ntasks=1 --cpus-per-task=2    # component 3: evaluator (plays, records videos)
+
+set -uo pipefail
+
+ROLES=(paramserver learner simulator evaluator)   # index = het component
+STOP_ORDER=(2 3 1 0)
+
+say() { printf 'ba3c hetjob %(%H:%M:%S)T: %s\n' -1 "$*"; }
+die() { local code=$1; shift; say "ERROR: $*"; exit "$code"; }  # die CODE MESSAGE...
+
+[ -n "${SLURM_JOB_ID:-}" ] || die 2 "run me with sbatch: sbatch slurm/hetjob.sh [flags]"
+n_components=${SLURM_HET_SIZE:-1}
+[ "$n_components" -ge 3 ] || die 2 "need at least 3 het components (shards, learners," \
+  "pools); this job has $n_components: keep the #SBATCH hetjob blocks"
+
+# -- settings -------------------------------------------------------------------------
+submit_dir=${SLURM_SUBMIT_DIR:-$PWD}
+BA3C_EXPERIMENTS_DIR=${BA3C_EXPERIMENTS_DIR:-$submit_dir/runs}
+RUN_DIR=${BA3C_RUN_DIR:-$BA3C_EXPERIMENTS_DIR/${SLURM_JOB_NAME:-ba3c}-$SLURM_JOB_ID}
+BA3C_IMAGES=${BA3C_IMAGES:-$submit_dir/containers}
+BA3C_MINUTES=${BA3C_MINUTES:-60}
+BA3C_STOP_GRACE=${BA3C_STOP_GRACE:-60}
+BA3C_START_TIMEOUT=${BA3C_START_TIMEOUT:-600}
+runtime=${BA3C_CONTAINER:-}
+if [ -z "$runtime" ]; then
+  runtime=none
+  for candidate in apptainer singularity; do
+    if command -v "$candidate" >/dev/null; then runtime=$candidate; break; fi
+  done
+fi
+case $runtime in
+  apptainer|singularity)
+    command -v "$runtime" >/dev/null || die 2 "BA3C_CONTAINER=$runtime, but no $runtime on PATH";;
+  none) ;;
+  *) die 2 "BA3C_CONTAINER must be apptainer, singularity or none, got '$runtime'";;
+esac
+
+count() { local v="SLURM_NTASKS_HET_GROUP_$1"; echo "${!v:-0}"; }
+n_ps=$(count 0); n_learners=$(count 1); n_pools=$(count 2)
+counts=(--ps "$n_ps" --learners "$n_learners" --pools "$n_pools")
+
+# The command that runs ROLE: container runtime + image + ba3c command, as an array.
+launcher() {
+  local role=$1 upper=${1^^} bin image
+  local bin_var="BA3C_BIN_$upper" image_var="BA3C_IMAGE_$upper"
+  read -ra bin <<< "${!bin_var:-${BA3C_BIN:-ba3c}}"
+  if [ "$runtime" = none ]; then
+    LAUNCH=("${bin[@]}")
+  else
+    image=${!image_var:-$BA3C_IMAGES/$role.sif}
+    [ -e "$image" ] || die 2 "no image for the $role: $image does not exist" \
+      "(build it: containers/build.sh $role, or set BA3C_IMAGES or $image_var)"
+    local extra; read -ra extra <<< "${BA3C_CONTAINER_ARGS:-}"
+    LAUNCH=("$runtime" exec --bind "$RUN_DIR" "${extra[@]}" "$image" "${bin[@]}")
+  fi
+}
+
+# -- one task of a component (runs on the compute node, under srun) ----------------------
+# Runs the service with --index $SLURM_PROCID, passes SIGTERM on, and when the service
+# fails says which component and task failed, with the tail of its log.
+ba3c_task() {
+  local component=$1 role=$2; shift 2
+  local index=${SLURM_PROCID:-0} signalled=0 code
+  "$@" --index "$index" &
+  local child=$!
+  trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM INT
+  wait "$child"; code=$?
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
+  # Ask once more: a status reaped while the trap ran is only known now. Bash answers -1
+  # (or 127) when it has no status to give; then the one above stands.
+  local last; wait "$child" 2>/dev/null; last=$?
+  [ "$last" = -1 ] || [ "$last" = 127 ] || code=$last
+  if [ "$code" -eq 0 ] || { [ "$signalled" = 1 ] && [ "$code" -eq 143 ]; }; then
+    exit 0
+  fi
+  local log="$BA3C_TASK_RUN_DIR/logs/$role-$index.log"
+  {
+    echo "ba3c hetjob: FAILED: component $component ($role) task $index on" \
+      "$(hostname) exited with code $code"
+    if [ -s "$log" ]; then
+      echo "ba3c hetjob: last lines of $log:"
+      tail -n "${BA3C_LOG_TAIL:-20}" "$log" | sed 's/^/    /'
+    else
+      echo "ba3c hetjob: $log is empty or missing (the output above may say why)"
+    fi
+  } >&2
+  exit "$code"
+}
+export -f ba3c_task
+export BA3C_TASK_RUN_DIR=$RUN_DIR
+
+# -- the run directory -------------------------------------------------------------------
+say "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}), run directory $RUN_DIR," \
+  "container runtime $runtime"
+say "shards $n_ps, learners $n_learners, pools $n_pools, components $n_components"
+defaults=()
+[ -n "${BA3C_ENV+x}" ] || defaults+=(--env ALE/Breakout-v5)
+[ -n "${BA3C_USE_SYNC+x}" ] || defaults+=(--use_sync)
+[ -n "${BA3C_REPLICAS_TO_AGGREGATE+x}" ] || defaults+=(--replicas_to_aggregate "$n_learners")
+[ -n "${BA3C_RECORD_NODE+x}" ] || defaults+=(--record_node)
+mkdir -p "$RUN_DIR" || die 2 "cannot create the run directory $RUN_DIR"
+launcher paramserver
+"${LAUNCH[@]}" init-run --run-dir "$RUN_DIR" "${defaults[@]}" "${counts[@]}" "$@" \
+  || die 2 "ba3c init-run failed for $RUN_DIR (see above)"
+# Addresses of an earlier job on this run directory point at dead processes.
+rm -f "$RUN_DIR"/addresses/* "$RUN_DIR"/targets/*
+
+# -- the components ------------------------------------------------------------------------
+declare -A step_pid=()
+start_component() {
+  local component=$1 role=${ROLES[$1]}
+  local cpus_var="SLURM_CPUS_PER_TASK_HET_GROUP_$component"
+  launcher "$role"
+  # --cpus-per-task again so that the tasks see SLURM_CPUS_PER_TASK (threads per process).
+  srun --het-group="$component" --job-name="ba3c-$role" --kill-on-bad-exit=1 \
+    --cpus-per-task="${!cpus_var:-1}" \
+    bash -c 'ba3c_task "$@"' ba3c_task "$component" "$role" \
+    "${LAUNCH[@]}" "$role" --run-dir "$RUN_DIR" "${counts[@]}" "$@" &
+  step_pid[$component]=$!
+  say "component $component ($role): $(count "$component") task(s) on" \
+    "$(v="SLURM_JOB_NODELIST_HET_GROUP_$component"; echo "${!v:-?}")"
+}
+
+# Sends SIGTERM to every task of a component's step (srun itself would SIGKILL them).
+signal_component() {
+  local component=$1 job_var="SLURM_JOB_ID_HET_GROUP_$1" step
+  step=$(squeue --steps --noheader --format='%i %j' --jobs="${!job_var:-$SLURM_JOB_ID}" \
+    | awk -v name="ba3c-${ROLES[$component]}" '$2 == name { print $1; exit }')
+  [ -n "$step" ] && scancel --signal=TERM "$step" 2>/dev/null
+}
+
+wait_step() {  # wait_step COMPONENT SECONDS -> 0 if its srun ended in time
+  local pid=${step_pid[$1]} deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+stopping=0
+stop_all() {  # stop_all REASON: components in STOP_ORDER, shards last (final checkpoint)
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  say "stopping ($1)"
+  local c
+  for c in "${STOP_ORDER[@]}"; do
+    [ -n "${step_pid[$c]:-}" ] || continue
+    kill -0 "${step_pid[$c]}" 2>/dev/null || continue
+    signal_component "$c"
+    wait_step "$c" "$BA3C_STOP_GRACE" \
+      || say "component $c (${ROLES[$c]}) still running ${BA3C_STOP_GRACE}s after SIGTERM"
+  done
+}
+trap 'stop_all "SIGTERM: scancel or the time limit"; trap - TERM; exit 143' TERM
+trap 'stop_all "USR1: the time limit is near"' USR1
+
+start_component 0 "$@"
+say "waiting for $n_ps shard address(es)"
+deadline=$((SECONDS + BA3C_START_TIMEOUT))
+for ((k = 0; k < n_ps; k++)); do
+  until [ -s "$RUN_DIR/addresses/paramserver-$k" ]; do
+    kill -0 "${step_pid[0]}" 2>/dev/null || break 2
+    [ "$SECONDS" -lt "$deadline" ] || {
+      stop_all "shards not up"
+      die 1 "shard $k did not publish $RUN_DIR/addresses/paramserver-$k in" \
+        "${BA3C_START_TIMEOUT}s; see $RUN_DIR/logs/paramserver-$k.log"
+    }
+    sleep 1 & wait $!
+  done
+done
+start_component 1 "$@"
+start_component 2 "$@"
+if [ "$n_components" -ge 4 ]; then start_component 3 "$@"; fi
+
+bound=$(awk -v m="$BA3C_MINUTES" 'BEGIN { if (m !~ /^[0-9]*\.?[0-9]+$/) exit 1; print int(m * 60) }') \
+  || die 2 "BA3C_MINUTES must be a number of minutes, got '$BA3C_MINUTES'"
+[ "$bound" -gt 0 ] && say "the run ends after $BA3C_MINUTES minute(s)"
+end=$((SECONDS + bound))
+
+# -- watch: a failed component fails the job; the bound ends it ----------------------------
+status=0
+while [ "$stopping" = 0 ]; do
+  for c in "${!step_pid[@]}"; do
+    kill -0 "${step_pid[$c]}" 2>/dev/null && continue
+    wait "${step_pid[$c]}"; code=$?
+    unset "step_pid[$c]"
+    if [ "$code" -ne 0 ]; then
+      say "FAILED: component $c (${ROLES[$c]}) ended with exit code $code" \
+        "(the task that failed is named above); stopping the run"
+      status=1
+      stop_all "component $c failed"
+    elif [ "$c" = 0 ]; then
+      stop_all "the shards ended"
+    else
+      say "component $c (${ROLES[$c]}) ended"
+    fi
+    break
+  done
+  if [ "$stopping" = 0 ] && [ "$bound" -gt 0 ] && [ "$SECONDS" -ge "$end" ]; then
+    stop_all "BA3C_MINUTES=$BA3C_MINUTES reached"
+  fi
+  [ "$stopping" = 1 ] || { sleep 2 & wait $!; }
+done
+
+# Components that stopped with an error after SIGTERM fail the job too.
+for c in "${!step_pid[@]}"; do
+  if kill -0 "${step_pid[$c]}" 2>/dev/null; then
+    say "FAILED: component $c (${ROLES[$c]}) did not stop; Slurm kills it when the job ends"
+    status=1
+    continue
+  fi
+  wait "${step_pid[$c]}"; code=$?
+  if [ "$code" -ne 0 ]; then
+    say "FAILED: component $c (${ROLES[$c]}) ended with exit code $code while stopping"
+    status=1
+  fi
+done
+say "done (exit $status); run directory $RUN_DIR, logs in $RUN_DIR/logs"
+exit "$status"
