@@ -96,6 +96,11 @@ def _serve(ctx: service.ServiceContext) -> int:
     )
     summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
     schedule = Schedule(ev.eval_every, ev.eval_every_versions)
+    jsonl = ctx.run_dir.path / "eval.jsonl"
+    previous = report.read_jsonl(jsonl)
+    if previous and previous[-1].get("versions"):
+        # restarted: do not evaluate again what the previous process already did
+        schedule.last_versions = tuple(previous[-1]["versions"])
     log.info("evaluator ready", shards=cfg.paramserver.ps, env=cfg.run.env,
              episodes=ev.eval_episodes, greedy=ev.eval_greedy, record=ev.record_node,
              every_seconds=ev.eval_every, every_versions=ev.eval_every_versions)
@@ -114,7 +119,7 @@ def _serve(ctx: service.ServiceContext) -> int:
                      episodes=ev.eval_episodes)
             result = evaluation.run(snapshot.weights, snapshot.version, snapshot.env_frames,
                                     snapshot.versions)
-            report.publish(result, ctx.run_dir.path / "eval.jsonl")
+            report.publish(result, jsonl)
             summaries.write(result)
             evaluations += 1
     finally:

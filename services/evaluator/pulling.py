@@ -183,6 +183,7 @@ class ShardReader:
             return True
         shard.close()
         shard.address = address
+        shard.version = -1  # a restarted shard may hold other values under the same version
         shard.channel = rpc.make_channel(address, self.token, self.max_message_bytes)
         shard.stub = ps_grpc.ParameterServerStub(shard.channel)
         try:

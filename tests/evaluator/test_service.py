@@ -136,3 +136,32 @@ def test_offline_evaluation_of_a_run_without_checkpoints_says_so(run_dir_factory
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"ba3c evaluate: error: cannot load parameters from {run_dir.path}")
     assert "no checkpoints" in last
+
+
+def test_restarts_of_a_shard_and_of_the_evaluator_neither_stop_nor_repeat_evaluations(
+        run_dir_factory, processes):
+    run_dir = run_dir_factory(**cluster.CARTPOLE, eval_every=0.2, eval_episodes=2)
+    cfg = config_of(run_dir)
+    [shard] = cluster.start_shards(processes, run_dir, 1)
+    cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
+    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
+    wait_for(lambda: cluster.evaluations(run_dir), START, "the first evaluation")
+
+    # the shard goes away and comes back elsewhere (restored from its final checkpoint)
+    old_address = run_dir.read_address("paramserver", 0)
+    assert shard.stop() == 0
+    wait_for(lambda: cluster.logged(run_dir, "waiting for shard"), 30, "the evaluator to notice")
+    cluster.start_shards(processes, run_dir, 1)
+    assert run_dir.read_address("paramserver", 0) != old_address
+    assert cluster.push_zero_gradients(run_dir, cfg, env_frames=10) == [1]
+    wait_for(lambda: cluster.evaluations(run_dir)[1:], START, "an evaluation after the restart")
+    assert [e["version"] for e in cluster.evaluations(run_dir)] == [0, 1]
+    assert evaluator.stop() == 0
+
+    # a new evaluator process skips the version the previous one evaluated
+    processes("evaluator-again", "evaluator", "--run-dir", str(run_dir.path))
+    unchanged = 'ba3c_eval_pulls_total{outcome="unchanged"}'
+    wait_for(lambda: cluster.metrics(run_dir).get(unchanged, 0) >= 2, START,
+             "the new evaluator to poll the shard")
+    assert cluster.metrics(run_dir)["ba3c_evaluations_total"] == 0
+    assert len(cluster.evaluations(run_dir)) == 2
