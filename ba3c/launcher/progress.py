@@ -21,9 +21,9 @@ from ba3c.v1 import paramserver_pb2 as ps_pb
 from ba3c.v1 import paramserver_pb2_grpc as ps_grpc
 
 # What the view shows, and the metric each figure is read from (summed over processes).
-AGENT_STEPS = "ba3c_agent_steps_total"
+AGENT_STEPS = "ba3c_sim_agent_steps_total"
 TRAIN_STEPS = "ba3c_learner_train_steps_total"
-ONLINE_RETURN = "ba3c_learner_online_return"  # histogram: _sum and _count
+ONLINE_RETURN = "ba3c_learner_online_episode_return"  # histogram: _sum and _count
 
 
 @dataclass
