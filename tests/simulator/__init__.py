@@ -1,0 +1,1 @@
+"""Tests of the simulator service and the shared environment module (ba3c.envs)."""
