@@ -100,7 +100,7 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
     directory.mkdir(parents=True, exist_ok=True)
     arrays, entries, offset = [], [], 0
     for name, slot, array in _arrays(ckpt):
-        array = np.ascontiguousarray(array, dtype="<f4")
+        array = np.require(array, dtype="<f4", requirements="C")
         entries.append({"name": name, "slot": slot, "dtype": "<f4", "shape": list(array.shape),
                         "offset": offset, "nbytes": array.nbytes})
         arrays.append(array)
@@ -119,7 +119,7 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
         with os.fdopen(fd, "wb") as f:
             digest = hashlib.sha256()
             for chunk in (MAGIC, struct.pack("<Q", len(header)), header,
-                          *(memoryview(a).cast("B") for a in arrays)):
+                          *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays)):
                 digest.update(chunk)
                 f.write(chunk)
             f.write(digest.digest())

@@ -44,13 +44,14 @@ def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_
     """The encoding of `repeated NamedTensor <field>` holding float32 `params`."""
     parts: list[bytes | memoryview] = []
     for name, array in params.items():
-        array = np.ascontiguousarray(array, dtype="<f4")
-        data = memoryview(array).cast("B")
+        array = np.require(array, dtype="<f4", requirements="C")
+        data = memoryview(array.reshape(-1).view(np.uint8))
         shape = b"".join(_varint(int(d)) for d in array.shape)
         tensor_head = _key(1, 0) + _varint(tensor_pb2.FLOAT32)
         if shape:
             tensor_head += _length_delimited_header(2, len(shape)) + shape
-        tensor_head += _length_delimited_header(3, len(data))
+        if len(data):  # proto3 leaves an empty bytes field out
+            tensor_head += _length_delimited_header(3, len(data))
         tensor_len = len(tensor_head) + len(data)
         name_bytes = name.encode()
         named_head = (_length_delimited_header(1, len(name_bytes)) + name_bytes
