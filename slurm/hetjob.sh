@@ -130,10 +130,11 @@ launcher() {
 # fails says which component and task failed, with the tail of its log.
 ba3c_task() {
   local component=$1 role=$2; shift 2
-  local index=${SLURM_PROCID:-0} signalled=0 code
+  local index=${SLURM_PROCID:-0} signalled=0 child="" code
+  trap 'signalled=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
   "$@" --index "$index" &
-  local child=$!
-  trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM INT
+  child=$!
+  [ "$signalled" = 0 ] || kill -TERM "$child" 2>/dev/null
   wait "$child"; code=$?
   while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
   # Ask once more: a status reaped while the trap ran is only known now. Bash answers -1
@@ -177,8 +178,9 @@ rm -f "$RUN_DIR"/addresses/* "$RUN_DIR"/targets/*
 
 # -- the components ------------------------------------------------------------------------
 declare -A step_pid=()
-start_component() {
+start_component() {  # start_component N [flags for the service]
   local component=$1 role=${ROLES[$1]}
+  shift
   local cpus_var="SLURM_CPUS_PER_TASK_HET_GROUP_$component"
   launcher "$role"
   # --cpus-per-task again so that the tasks see SLURM_CPUS_PER_TASK (threads per process).
@@ -238,9 +240,11 @@ for ((k = 0; k < n_ps; k++)); do
     sleep 1 & wait $!
   done
 done
-start_component 1 "$@"
-start_component 2 "$@"
-if [ "$n_components" -ge 4 ]; then start_component 3 "$@"; fi
+if kill -0 "${step_pid[0]}" 2>/dev/null; then   # else the watch below reports the shards
+  start_component 1 "$@"
+  start_component 2 "$@"
+  if [ "$n_components" -ge 4 ]; then start_component 3 "$@"; fi
+fi
 
 bound=$(awk -v m="$BA3C_MINUTES" 'BEGIN { if (m !~ /^[0-9]*\.?[0-9]+$/) exit 1; print int(m * 60) }') \
   || die 2 "BA3C_MINUTES must be a number of minutes, got '$BA3C_MINUTES'"
@@ -280,7 +284,8 @@ for c in "${!step_pid[@]}"; do
     continue
   fi
   wait "${step_pid[$c]}"; code=$?
-  if [ "$code" -ne 0 ]; then
+  # 143: srun itself was told to stop (its tasks report their own failures above).
+  if [ "$code" -ne 0 ] && [ "$code" -ne 143 ]; then
     say "FAILED: component $c (${ROLES[$c]}) ended with exit code $code while stopping"
     status=1
   fi
