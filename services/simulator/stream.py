@@ -21,7 +21,7 @@ import structlog
 
 from ba3c.envs import EnvPool, EnvSpec, Step
 from ba3c.tensors import DType
-from ba3c.v1 import learner_pb2, learner_pb2_grpc, tensor_pb2
+from ba3c.v1 import learner_pb2, tensor_pb2
 from services.simulator import metrics
 
 log = structlog.get_logger()
@@ -41,25 +41,46 @@ def pool_spec(spec: EnvSpec, num_envs: int) -> learner_pb2.PoolSpec:
     )
 
 
-def encode_observations(observations: np.ndarray) -> tensor_pb2.Tensor:
-    # Pools hand out C-contiguous arrays: one .tobytes() is the only copy.
-    return tensor_pb2.Tensor(
-        dtype=_WIRE_DTYPES[observations.dtype], shape=observations.shape,
-        data=observations.tobytes(),
-    )
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
 
 
-def first_request(pool_id: str, spec: learner_pb2.PoolSpec,
-                  observations: np.ndarray) -> learner_pb2.ActRequest:
-    return learner_pb2.ActRequest(
-        spec=spec, pool_id=pool_id, observations=encode_observations(observations),
-    )
+# Wire tags (field number << 3 | wire type 2) of ActRequest.observations and Tensor.data.
+_OBSERVATIONS_TAG = bytes([3 << 3 | 2])
+_DATA_TAG = bytes([3 << 3 | 2])
 
 
-def next_request(pool_id: str, step: Step) -> learner_pb2.ActRequest:
-    return learner_pb2.ActRequest(
+def wire_request(request: learner_pb2.ActRequest, observations: np.ndarray) -> bytes:
+    """`request` with `observations` as its observations Tensor, serialised.
+
+    Same bytes a learner would parse from `request.observations.CopyFrom(Tensor(...))`,
+    built without protobuf copying the frames twice (into the message, then out of it):
+    protobuf messages concatenate, so the small fields are serialised by protobuf and the
+    Tensor field is appended by hand, with the frames copied once, by join.
+    """
+    frames = memoryview(np.ascontiguousarray(observations)).cast("B")
+    head = tensor_pb2.Tensor(dtype=_WIRE_DTYPES[observations.dtype],
+                             shape=observations.shape).SerializeToString()
+    data_header = _DATA_TAG + _varint(frames.nbytes)
+    tensor_size = len(head) + len(data_header) + frames.nbytes
+    return b"".join((request.SerializeToString(), _OBSERVATIONS_TAG, _varint(tensor_size), head,
+                     data_header, frames))
+
+
+def first_request(pool_id: str, spec: learner_pb2.PoolSpec, observations: np.ndarray) -> bytes:
+    return wire_request(learner_pb2.ActRequest(spec=spec, pool_id=pool_id), observations)
+
+
+def next_request(pool_id: str, step: Step) -> bytes:
+    request = learner_pb2.ActRequest(
         pool_id=pool_id,
-        observations=encode_observations(step.observations),
         rewards=step.rewards.tolist(),
         dones=step.dones.tolist(),
         finished_episodes=[
@@ -69,6 +90,7 @@ def next_request(pool_id: str, step: Step) -> learner_pb2.ActRequest:
         ],
         env_frames=step.frames,
     )
+    return wire_request(request, step.observations)
 
 
 def actions_from(response: learner_pb2.ActResponse, num_envs: int,
@@ -86,12 +108,19 @@ def actions_from(response: learner_pb2.ActResponse, num_envs: int,
 
 
 class ActStream:
-    """One bidirectional Act call, used in lockstep: `exchange` sends one request and waits
-    for its response. Setting `stop` cancels the call, also while it waits."""
+    """One bidirectional Act call, used in lockstep: `exchange` sends one serialised
+    ActRequest and waits for its response. Setting `stop` cancels the call, also while it
+    waits."""
+
+    METHOD = "/ba3c.v1.Learner/Act"
 
     def __init__(self, channel: grpc.Channel, stop: threading.Event):
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._call = learner_pb2_grpc.LearnerStub(channel).Act(iter(self._requests.get, None))
+        act = channel.stream_stream(  # requests arrive serialised (see wire_request)
+            self.METHOD, request_serializer=None,
+            response_deserializer=learner_pb2.ActResponse.FromString,
+        )
+        self._call = act(iter(self._requests.get, None))
         self._closed = threading.Event()
         self.responses = 0
         threading.Thread(target=self._cancel_on, args=(stop,), name="act-stop",
@@ -103,7 +132,7 @@ class ActStream:
                 return
         self._call.cancel()
 
-    def exchange(self, request: learner_pb2.ActRequest) -> learner_pb2.ActResponse:
+    def exchange(self, request: bytes) -> learner_pb2.ActResponse:
         self._requests.put(request)
         try:
             response = next(self._call)
