@@ -11,6 +11,7 @@ stream starts with fresh episodes, so a learner never sees half a trajectory.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -132,14 +133,20 @@ class ActStream:
                 return
         self._call.cancel()
 
-    def exchange(self, request: bytes) -> learner_pb2.ActResponse:
+    def send(self, request: bytes) -> None:
         self._requests.put(request)
+
+    def receive(self) -> learner_pb2.ActResponse:
         try:
             response = next(self._call)
         except StopIteration:
             raise ProtocolError("the learner ended the stream without an error") from None
         self.responses += 1
         return response
+
+    def exchange(self, request: bytes) -> learner_pb2.ActResponse:
+        self.send(request)
+        return self.receive()
 
     def close(self) -> None:
         self._closed.set()
@@ -160,25 +167,36 @@ def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> i
     spec = pool.spec
     request = first_request(pool_id, pool_spec(spec, pool.num_envs), pool.reset())
     progress = _Progress(pool_id, pool.num_envs)
+    account = None  # the previous step's bookkeeping, done while the learner works
     steps = 0
     while not stop.is_set():
         sent = time.perf_counter()
+        act.send(request)
+        if account is not None:
+            account()
+            account = None
         try:
-            response = act.exchange(request)
+            response = act.receive()
         except grpc.RpcError:
             if stop.is_set():  # the stop cancelled the call: a clean end
                 break
             raise
-        actions = actions_from(response, pool.num_envs, spec.num_actions)
         received = time.perf_counter()
-        step = pool.step(actions)
+        step = pool.step(actions_from(response, pool.num_envs, spec.num_actions))
         stepped = time.perf_counter()
         request = next_request(pool_id, step)
-        metrics.record_step(received - sent, stepped - received, step.frames, pool.num_envs,
-                            step.finished, response.version)
-        progress.add(step, received - sent, stepped - received)
+        account = functools.partial(_account, progress, step, received - sent,
+                                    stepped - received, pool.num_envs, response.version)
         steps += 1
+    if account is not None:
+        account()
     return steps
+
+
+def _account(progress: _Progress, step: Step, wait: float, stepping: float, num_envs: int,
+             version: int) -> None:
+    metrics.record_step(wait, stepping, step.frames, num_envs, step.finished, version)
+    progress.add(step, wait, stepping)
 
 
 class _Progress:
