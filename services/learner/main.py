@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transitions, progress, lambda: shards.version, lc.t_max, lc.gamma,
         seed=cfg.run.seed * 1000 + ctx.index, stop=ctx.stop)
     train_step = make_train_step(model, lc.entropy_beta, lc.value_loss_coef, lc.grad_clip)
+    _warm_up(model, train_step, lc.batch_size)
     trainer = Trainer(model, train_step, shards, transitions, progress, lc.batch_size,
                       ctx.run_dir.sub("tensorboard") / ctx.name, ctx.stop)
     trainer.start()
@@ -85,12 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx.stop.wait()
     log.info("stopping")
     ctx.run_dir.remove_address(ROLE, ctx.index)
-    predictor.stop()
     server.stop(grace=1.0)
-    trainer.thread.join(30)
-    shards.close()
+    predictor.stop()
+    shards.close()  # cancels a PushPull in flight, so the trainer ends at once
+    trainer.join(10)
     ctx.telemetry.close()
     return 1 if trainer.error else 0
+
+
+def _warm_up(model: models.PolicyValueModel, train_step, batch_size: int) -> None:
+    """Traces the compiled functions before pools arrive (seconds, not per step)."""
+    observations = np.zeros((batch_size, *model.observation_shape),
+                            model.observation_dtype.as_numpy_dtype)
+    model(observations[:1])
+    train_step(observations, np.zeros(batch_size, np.int32), np.zeros(batch_size, np.float32))
 
 
 def _observe_batch(size: int) -> None:

@@ -190,6 +190,8 @@ class Shards:
                 return call(shard)
             except grpc.RpcError as e:
                 code = e.code()
+                if self.stop.is_set():
+                    raise Stopped(f"stopped during {what} on shard {shard.index}") from None
                 if code in give_up or code not in RETRYABLE:
                     raise
                 metrics.PUSHPULL_FAILURES.labels(code.name).inc()

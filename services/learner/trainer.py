@@ -1,6 +1,11 @@
 """The trainer: batches of transitions -> A3C gradients -> PushPull to every shard ->
 fresh parameters loaded into the model the predictor uses.
 
+Two threads form a pipeline: the trainer computes the gradients of batch n+1 while the
+pusher still exchanges batch n with the shards (one batch in flight at most, so a
+gradient is at most one local update staler than without the pipeline). On a CPU this
+nearly hides the PushPull round trip behind the gradient computation.
+
 Also reports what training looks like: loss parts, entropy, gradient norms, advantage as
 Prometheus gauges, and the online score and losses as TensorBoard scalars under
 RUN_DIR/tensorboard/learner-I/ (score by env frames, losses by version).
@@ -43,6 +48,13 @@ def take_batch(transitions: queue.Queue[Transition], size: int, stop: threading.
     return batch
 
 
+def stack(batch: list[Transition]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    observations = np.stack([t.observation for t in batch])
+    actions = np.fromiter((t.action for t in batch), np.int32, len(batch))
+    returns = np.fromiter((t.ret for t in batch), np.float32, len(batch))
+    return observations, actions, returns
+
+
 class Trainer:
     def __init__(self, model: models.PolicyValueModel, train_step, shards: Shards,
                  transitions: queue.Queue[Transition], progress: Progress, batch_size: int,
@@ -56,40 +68,57 @@ class Trainer:
         self.stop = stop
         self.writer = tf.summary.create_file_writer(str(tensorboard_dir))
         self.steps = 0
-        self._last_summary = 0.0
-        self.thread = threading.Thread(target=self._run, name="trainer", daemon=True)
         self.error: BaseException | None = None
+        self._last_summary = 0.0
+        self._in_flight: queue.Queue[tuple[StepResult, int] | None] = queue.Queue(maxsize=1)
+        self._threads = [threading.Thread(target=self._guard, args=(f,), name=n, daemon=True)
+                         for f, n in ((self._compute, "trainer"), (self._push, "pusher"))]
 
     def start(self) -> None:
-        self.thread.start()
+        for t in self._threads:
+            t.start()
 
-    def _run(self) -> None:
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.writer.close()
+
+    def _guard(self, loop) -> None:
         try:
-            while not self.stop.is_set():
-                batch = take_batch(self.transitions, self.batch_size, self.stop)
-                if batch is None:
-                    break
-                self.train_on(batch)
+            loop()
         except Stopped:
             pass
         except BaseException as e:
             self.error = e
             log.exception("trainer failed")
             self.stop.set()
-        finally:
-            self.writer.close()
 
-    def train_on(self, batch: list[Transition]) -> StepResult:
-        observations = np.stack([t.observation for t in batch])
-        actions = np.fromiter((t.action for t in batch), np.int32, len(batch))
-        returns = np.fromiter((t.ret for t in batch), np.float32, len(batch))
-        result = self.train_step(observations, actions, returns)
-        parameters = self.shards.push_pull(result.gradients, self.progress.env_frames,
-                                           len(batch))
-        models.set_weights(self.model, parameters)
-        self.steps += 1
-        self._report(result, len(batch))
-        return result
+    def _compute(self) -> None:
+        while not self.stop.is_set():
+            batch = take_batch(self.transitions, self.batch_size, self.stop)
+            if batch is None:
+                break
+            result = self.train_step(*stack(batch))
+            while not self.stop.is_set():
+                try:
+                    self._in_flight.put((result, len(batch)), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _push(self) -> None:
+        while not self.stop.is_set():
+            try:
+                item = self._in_flight.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            result, samples = item
+            parameters = self.shards.push_pull(result.gradients, self.progress.env_frames,
+                                               samples)
+            models.set_weights(self.model, parameters)
+            self.steps += 1
+            self._report(result, samples)
 
     def _report(self, result: StepResult, samples: int) -> None:
         s = result.stats

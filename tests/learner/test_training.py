@@ -1,0 +1,55 @@
+"""Whole training with real processes: 1 paramserver + 1 learner + 1 simulator pool."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from tests.learner.cluster import CARTPOLE, metric, metrics, shard_status
+from tests.support import wait_for
+
+
+def start_cluster(processes, run_dir):
+    for role in ("paramserver", "learner", "simulator"):
+        processes(role, role, "--run-dir", str(run_dir.path))
+
+
+@pytest.mark.slow
+def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, processes):
+    run_dir = run_dir_factory(**CARTPOLE)
+    start = time.monotonic()
+    start_cluster(processes, run_dir)
+    first = wait_for(lambda: metric(run_dir, "ba3c_learner_online_episodes_total") >= 20
+                     and metric(run_dir, "ba3c_learner_online_return_mean"), 120,
+                     "the first 20 episodes")
+    assert first < 60, f"an untrained policy should score about 20, got {first}"
+    reached = wait_for(
+        lambda: (m := metric(run_dir, "ba3c_learner_online_return_mean")) >= 195 and m,
+        300 - (time.monotonic() - start), "a mean online return of 195 over 20 episodes",
+        interval=0.5)
+    elapsed = time.monotonic() - start
+    print(f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
+          f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)")
+    events = list((run_dir.sub("tensorboard") / "learner-0").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard events written"
+
+
+@pytest.mark.slow
+def test_breakout_trains_with_finite_losses_and_rising_versions(run_dir_factory, processes):
+    run_dir = run_dir_factory(env="ALE/Breakout-v5", batch_size=32, simulator_procs=8)
+    start_cluster(processes, run_dir)
+    wait_for(lambda: metric(run_dir, "ba3c_learner_train_steps_total") >= 1, 120,
+             "the first training step")
+    early = shard_status(run_dir).version
+    wait_for(lambda: metric(run_dir, "ba3c_learner_agent_steps_total") >= 2000, 180,
+             "2,000 agent steps")
+    wait_for(lambda: shard_status(run_dir).version > early, 60, "the shard version to rise")
+    values = metrics(run_dir)
+    for part in ("total", "policy", "value"):
+        assert math.isfinite(values["ba3c_learner_loss{part=" + part + "}"])
+    assert math.isfinite(values["ba3c_learner_policy_entropy"])
+    assert values["ba3c_learner_policy_entropy"] > 0
+    assert values["ba3c_learner_pools_connected"] == 1
+    assert shard_status(run_dir).env_frames >= 4 * 1000  # frame skip 4
