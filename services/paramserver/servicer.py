@@ -2,8 +2,9 @@
 
 Handlers are registered with a generic handler rather than the generated servicer base so
 that PushPull and Pull can answer with bytes: a few small fields followed by the
-parameters encoded once per version (see wire.py). Request sizes are counted in the
-deserializer, before parsing.
+parameters encoded once per version (see wire.py), and PushPull parses its request with
+wire.parse_push_request, which does not copy the gradients. Request sizes are counted in
+the deserializer, before parsing.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import grpc
 import structlog
 
 from ba3c.v1 import paramserver_pb2 as pb
-from services.paramserver import metrics
-from services.paramserver.shard import Shard, ShardError
+from services.paramserver import metrics, wire
+from services.paramserver.shard import InvalidArgument, Shard, ShardError
 
 log = structlog.get_logger()
 
@@ -27,12 +28,13 @@ def _serialize(reply) -> bytes:
     return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
-def _deserializer(method: str, message_type) -> Callable[[bytes], object]:
+def _deserializer(method: str, parse_bytes: Callable[[bytes], object]
+                  ) -> Callable[[bytes], object]:
     counter = metrics.RECEIVED_BYTES.labels(method)
 
     def parse(data: bytes):
         counter.inc(len(data))
-        return message_type.FromString(data)
+        return parse_bytes(data)
 
     return parse
 
@@ -65,9 +67,11 @@ class ParameterServerServicer:
             self._refuse("Initialize", context, e)
         return pb.InitializeResponse(applied=applied, message=message, version=version)
 
-    def PushPull(self, request: pb.PushPullRequest, context) -> bytes:
+    def PushPull(self, request: wire.PushRequest, context) -> bytes:
         start = time.perf_counter()
         try:
+            if request.error:
+                raise InvalidArgument(request.error)
             result = self.shard.push(request.client_id, request.version, request.gradients,
                                      request.env_frames)
         except ShardError as e:
@@ -98,16 +102,19 @@ class ParameterServerServicer:
 
     def register(self, server: grpc.Server) -> None:
         """Adds the service to a gRPC server (pass as `register` to rpc.make_server)."""
-        methods = {
-            "Register": pb.RegisterRequest, "Initialize": pb.InitializeRequest,
-            "PushPull": pb.PushPullRequest, "Pull": pb.PullRequest, "Status": pb.StatusRequest,
+        parsers = {
+            "Register": pb.RegisterRequest.FromString,
+            "Initialize": pb.InitializeRequest.FromString,
+            "PushPull": wire.parse_push_request,  # keeps gradient bytes uncopied
+            "Pull": pb.PullRequest.FromString,
+            "Status": pb.StatusRequest.FromString,
         }
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 getattr(self, name),
-                request_deserializer=_deserializer(name, message_type),
+                request_deserializer=_deserializer(name, parse_bytes),
                 response_serializer=_serialize,
             )
-            for name, message_type in methods.items()
+            for name, parse_bytes in parsers.items()
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -107,29 +107,39 @@ def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, n
     return arrays
 
 
+_GRADIENT_WIRE = {tensor_pb2.FLOAT32: np.dtype("<f4"), tensor_pb2.BFLOAT16: np.dtype("<u2"),
+                  tensor_pb2.FLOAT16: np.dtype("<f2")}
+
+
 def check_gradients(specs: Mapping[str, tuple[int, ...]],
-                    named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, np.ndarray]:
+                    raw: Iterable[wire.RawTensor]) -> dict[str, np.ndarray]:
     """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
-    unknown, missing, repeated, of the wrong dtype or shape, or not finite."""
+    unknown, missing, repeated, of the wrong dtype or shape, or not finite. Arrays are
+    read-only views of the request's bytes (bfloat16 is widened to float32)."""
     grads: dict[str, np.ndarray] = {}
-    for item in named:
-        name = item.name
+    for t in raw:
+        name = t.name
         if name not in specs:
             raise InvalidArgument(f"unknown variable {name!r}: this shard holds "
                                   f"{_describe(specs)}")
         if name in grads:
             raise InvalidArgument(f"variable {name!r} appears twice")
-        if item.tensor.dtype not in GRADIENT_DTYPES:
+        if t.dtype not in _GRADIENT_WIRE:
             raise InvalidArgument(f"variable {name!r}: gradient dtype "
-                                  f"{tensors.dtype_name(item.tensor.dtype)} is not allowed "
+                                  f"{tensors.dtype_name(t.dtype)} is not allowed "
                                   "(use float32, bfloat16 or float16)")
-        try:
-            g = tensors.decode(item.tensor)
-        except tensors.TensorError as e:
-            raise InvalidArgument(f"variable {name!r}: {e}") from None
-        if g.shape != specs[name]:
-            raise InvalidArgument(f"variable {name!r}: gradient shape {list(g.shape)} does "
+        if tuple(t.shape) != specs[name]:
+            raise InvalidArgument(f"variable {name!r}: gradient shape {list(t.shape)} does "
                                   f"not match the variable's {list(specs[name])}")
+        wire_dtype = _GRADIENT_WIRE[t.dtype]
+        expected = int(np.prod(specs[name], dtype=np.int64)) * wire_dtype.itemsize
+        if len(t.data) != expected:
+            raise InvalidArgument(f"variable {name!r}: shape {list(t.shape)} of "
+                                  f"{tensors.dtype_name(t.dtype)} needs {expected} bytes, got "
+                                  f"{len(t.data)}")
+        g = np.frombuffer(t.data, dtype=wire_dtype).reshape(specs[name])
+        if t.dtype == tensor_pb2.BFLOAT16:
+            g = tensors.from_bfloat16_bits(g)
         # a sum is a cheap single pass; only if it is not finite do we look closer, since
         # huge but finite values can overflow it
         if not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32)) and \
@@ -245,8 +255,8 @@ class Shard:
             raise NotInitialized("the shard is not initialised yet: learner 0 must call "
                                  "Initialize first")
 
-    def push(self, client_id: str, version: int,
-             named: Iterable[tensor_pb2.NamedTensor], env_frames: int = 0) -> PushResult:
+    def push(self, client_id: str, version: int, raw: Iterable[wire.RawTensor],
+             env_frames: int = 0) -> PushResult:
         """Handles one PushPull; in sync mode blocks until the push's round is applied."""
         if not client_id:
             raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
@@ -257,7 +267,7 @@ class Shard:
         with self._cond:
             self._check_ready()
             specs = self._specs
-        grads = check_gradients(specs, named)
+        grads = check_gradients(specs, raw)
         with self._cond:
             self._check_ready()
             if version > self.version:

@@ -7,11 +7,15 @@ concatenation of its fields' encodings, so the shard encodes that field once per
 message without parameters) followed by those cached bytes. The encoding is written by
 hand so the parameter bytes are copied exactly once (numpy buffer -> reply bytes);
 tests/paramserver checks that protobuf parses it back to the same arrays.
+
+Requests go the other way: `parse_push_request` reads a PushPullRequest without copying
+its gradient bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,3 +63,126 @@ def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_
         named_len = len(named_head) + tensor_len
         parts += [_length_delimited_header(field, named_len), named_head, tensor_head, data]
     return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# PushPullRequest, parsed without copying the gradient bytes
+#
+# protobuf's Python parser copies every bytes field, once on parsing and again on each
+# access of `.data`: three copies of a 6.7 MB push before numpy sees it. This parser walks
+# the wire format and keeps each tensor's data as a memoryview into the request's bytes.
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid encoding of the expected message."""
+
+
+@dataclass
+class RawTensor:
+    """One NamedTensor of a request: header fields decoded, data still a byte view."""
+
+    name: str = ""
+    dtype: int = 0
+    shape: list[int] = field(default_factory=list)
+    data: memoryview = field(default_factory=lambda: memoryview(b""))
+
+
+@dataclass
+class PushRequest:
+    """The fields of a PushPullRequest (see protos/ba3c/v1/paramserver.proto)."""
+
+    client_id: str = ""
+    version: int = 0
+    gradients: list[RawTensor] = field(default_factory=list)
+    env_frames: int = 0
+    samples: int = 0
+    error: str = ""          # set instead of raising, so the servicer can answer
+    size: int = 0            # bytes on the wire
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= end:
+            raise WireError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise WireError("varint too long")
+
+
+def _signed64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _fields(buf: memoryview, pos: int, end: int):
+    """Yields (field number, wire type, value) where value is an int or a memoryview."""
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(buf, pos, end)
+        elif wire_type == 2:
+            length, pos = _read_varint(buf, pos, end)
+            if pos + length > end:
+                raise WireError("length-delimited field runs past the end")
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire_type in (1, 5):
+            width = 8 if wire_type == 1 else 4
+            if pos + width > end:
+                raise WireError("fixed-width field runs past the end")
+            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
+        else:
+            raise WireError(f"unsupported wire type {wire_type}")
+        yield number, wire_type, value
+
+
+def _tensor(buf: memoryview, into: RawTensor) -> None:
+    for number, wire_type, value in _fields(buf, 0, len(buf)):
+        if number == 1 and wire_type == 0:
+            into.dtype = int(value)
+        elif number == 2 and wire_type == 2:       # packed shape
+            pos = 0
+            while pos < len(value):
+                dim, pos = _read_varint(value, pos, len(value))
+                into.shape.append(_signed64(dim))
+        elif number == 2 and wire_type == 0:       # unpacked shape
+            into.shape.append(_signed64(value))
+        elif number == 3 and wire_type == 2:
+            into.data = value
+
+
+def _named_tensor(buf: memoryview) -> RawTensor:
+    out = RawTensor()
+    for number, wire_type, value in _fields(buf, 0, len(buf)):
+        if number == 1 and wire_type == 2:
+            out.name = bytes(value).decode("utf-8")
+        elif number == 2 and wire_type == 2:
+            _tensor(value, out)
+    return out
+
+
+def parse_push_request(data: bytes) -> PushRequest:
+    """PushPullRequest bytes -> PushRequest; never raises (sets `error` instead)."""
+    out = PushRequest(size=len(data))
+    buf = memoryview(data)
+    try:
+        for number, wire_type, value in _fields(buf, 0, len(buf)):
+            if number == 1 and wire_type == 2:
+                out.client_id = bytes(value).decode("utf-8")
+            elif number == 2 and wire_type == 0:
+                out.version = _signed64(value)
+            elif number == 3 and wire_type == 2:
+                out.gradients.append(_named_tensor(value))
+            elif number == 4 and wire_type == 0:
+                out.env_frames = _signed64(value)
+            elif number == 5 and wire_type == 0:
+                out.samples = _signed64(value)
+    except (WireError, UnicodeDecodeError) as e:
+        out.error = f"malformed PushPullRequest: {e}"
+    return out

@@ -218,3 +218,12 @@ def test_async_staleness_bound_drops_old_pushes(run_dir_factory, processes):
     status = client.status()
     assert (status.pushes_applied, status.pushes_dropped) == (3, 1)
     assert metric(run_dir, "ba3c_paramserver_pushes_dropped_total") == 1
+
+
+def test_a_malformed_push_is_invalid_argument(shard):
+    _, client, proc = shard
+    raw = client.channel.unary_unary("/ba3c.v1.ParameterServer/PushPull")
+    error = refused(lambda: raw(b"\x1a\x10abc", timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed PushPullRequest" in error.details()
+    assert proc.alive()

@@ -1,0 +1,298 @@
+"""PushPull latency of the parameter server next to a raw gRPC round trip of the same bytes.
+
+    .venv/bin/python bench/paramserver.py [--shards 1 2 4] [--repeats 5] [--steps 20]
+
+The model is the Nature CNN (conv 8x8x4x32, 4x4x32x64, 3x3x64x64, fc 3136x512, policy
+512x4, value 512x1, biases: 1.69M float32 parameters), split over K shards (the fc kernel
+cut into K pieces, as --fc_splits K does). For each K it starts K real `ba3c paramserver`
+processes (async, Adam) and K "echo" processes: gRPC servers built the same way
+(ba3c.rpc.make_server, token check included) whose one method answers a request with a
+reply of the requested size and does nothing else. One step sends every shard its bytes in
+parallel and waits for all replies, like the learner does. Variants:
+
+  raw        echo servers: request = the PushPullRequest's bytes, reply = as many bytes as
+             the PushPullResponse; no protobuf, no numpy on either side
+  server     the shards, with the same pre-serialised request bytes and the reply left as
+             bytes: the difference to `raw` is what the shard adds (parse, validate, Adam,
+             reply assembly)
+  stub       the shards through the generated stub, as a learner calls them: encode the
+             gradients, serialise, parse the reply, decode the parameters
+
+each with float32 and bfloat16 gradients (parameters always come back float32). Per
+variant: `repeats` rounds of `steps` timed steps (after warm-up), rounds interleaved across
+variants so that background load hits them alike; we report the median, min and max of
+the per-round medians and the ratio of medians to `raw` in the same run. Prints a Markdown
+table and writes bench/results/paramserver.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ba3c import config as configuration  # noqa: E402
+from ba3c import rpc, tensors  # noqa: E402
+from ba3c.rundir import RunDir  # noqa: E402
+from ba3c.sharding import Assignment  # noqa: E402
+from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
+from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
+
+NATURE_CNN = [
+    ("conv1/kernel", (8, 8, 4, 32)), ("conv1/bias", (32,)),
+    ("conv2/kernel", (4, 4, 32, 64)), ("conv2/bias", (64,)),
+    ("conv3/kernel", (3, 3, 64, 64)), ("conv3/bias", (64,)),
+    ("fc/kernel", (3136, 512)), ("fc/bias", (512,)),
+    ("policy/kernel", (512, 4)), ("policy/bias", (4,)),
+    ("value/kernel", (512, 1)), ("value/bias", (1,)),
+]
+ECHO_METHOD = "/bench.Echo/Echo"
+RESULTS = ROOT / "bench" / "results" / "paramserver.json"
+
+
+# ---------------------------------------------------------------------------------------
+# The echo server (run as a separate process: bench/paramserver.py --echo RUN_DIR INDEX)
+
+
+def serve_echo(run_dir: Path, index: int) -> None:
+    replies: dict[int, bytes] = {}
+
+    def echo(request: bytes, _context) -> bytes:
+        (size,) = struct.unpack_from("<Q", request)
+        if size not in replies:
+            replies[size] = os.urandom(size)
+        return replies[size]
+
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+    })
+    rd = RunDir(run_dir)
+    server = rpc.make_server(rd.read_secret(),
+                             lambda s: s.add_generic_rpc_handlers((handler,)))
+    rd.write_address("echo", index, server.address)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0)
+
+
+# ---------------------------------------------------------------------------------------
+# Processes
+
+
+class Servers:
+    """K shard processes and K echo processes for one run directory."""
+
+    def __init__(self, run_dir: RunDir, shards: int):
+        self.run_dir = run_dir
+        self.procs: list[subprocess.Popen] = []
+        log = open(run_dir.path / "servers.out", "ab")  # noqa: SIM115
+        for k in range(shards):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "ba3c.cli", "paramserver", "--run-dir",
+                 str(run_dir.path), "--index", str(k)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--echo", str(run_dir.path), str(k)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        for k in range(shards):
+            run_dir.wait_for_address("paramserver", k, timeout=60)
+            run_dir.wait_for_address("echo", k, timeout=60)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring
+
+
+def model(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    params = {n: (0.05 * rng.standard_normal(s)).astype(np.float32) for n, s in NATURE_CNN}
+    grads = {n: (0.01 * rng.standard_normal(s)).astype(np.float32) for n, s in NATURE_CNN}
+    return params, grads
+
+
+class Setup:
+    """Channels, stubs and pre-built requests for K shards."""
+
+    def __init__(self, run_dir: RunDir, shards: int):
+        token = run_dir.read_secret()
+        self.shards = shards
+        assignment = Assignment(NATURE_CNN, shards, splits={"fc/kernel": shards})
+        params, grads = model()
+        self.param_pieces = assignment.split(params)
+        self.grad_pieces = assignment.split(grads)
+        self.ps_channels = [rpc.make_channel(run_dir.read_address("paramserver", k), token)
+                            for k in range(shards)]
+        self.echo_channels = [rpc.make_channel(run_dir.read_address("echo", k), token,
+                                               retry_services=())
+                              for k in range(shards)]
+        self.stubs = [pb_grpc.ParameterServerStub(c) for c in self.ps_channels]
+        for k, stub in enumerate(self.stubs):
+            stub.Initialize(pb.InitializeRequest(
+                client_id="bench", parameters=tensors.encode_named(self.param_pieces[k])),
+                timeout=60)
+        identity = dict(request_serializer=None, response_deserializer=None)
+        self.raw_pushpull = [c.unary_unary("/ba3c.v1.ParameterServer/PushPull", **identity)
+                             for c in self.ps_channels]
+        self.echo = [c.unary_unary(ECHO_METHOD, **identity) for c in self.echo_channels]
+        self.pool = futures.ThreadPoolExecutor(max(1, shards))
+        self.requests = {}
+        self.reply_sizes = {}
+        for dtype in ("float32", "bfloat16"):
+            reqs = [self.request(k, dtype).SerializeToString() for k in range(shards)]
+            self.requests[dtype] = reqs
+            # the real reply size, measured once
+            self.reply_sizes[dtype] = [len(self.raw_pushpull[k](reqs[k], timeout=60))
+                                       for k in range(shards)]
+
+    def request(self, k: int, dtype: str) -> pb.PushPullRequest:
+        return pb.PushPullRequest(client_id="bench", version=0, env_frames=0,
+                                  gradients=tensors.encode_named(self.grad_pieces[k], dtype))
+
+    def step(self, variant: str, dtype: str) -> float:
+        start = time.perf_counter()
+        if variant == "raw":
+            calls = [self.echo[k].future(
+                struct.pack("<Q", self.reply_sizes[dtype][k]) + self.requests[dtype][k],
+                timeout=60) for k in range(self.shards)]
+            for c in calls:
+                c.result()
+        elif variant == "server":
+            calls = [self.raw_pushpull[k].future(self.requests[dtype][k], timeout=60)
+                     for k in range(self.shards)]
+            for c in calls:
+                c.result()
+        else:
+            def one(k: int) -> dict:
+                reply = self.stubs[k].PushPull(self.request(k, dtype), timeout=60)
+                return tensors.decode_named(reply.parameters)
+            list(self.pool.map(one, range(self.shards)))
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for c in self.ps_channels + self.echo_channels:
+            c.close()
+
+
+VARIANTS = [("raw", "float32"), ("server", "float32"), ("stub", "float32"),
+            ("raw", "bfloat16"), ("server", "bfloat16"), ("stub", "bfloat16")]
+
+
+def measure(setup: Setup, repeats: int, steps: int, warmup: int) -> dict:
+    per_round: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
+    for variant in VARIANTS:
+        for _ in range(warmup):
+            setup.step(*variant)
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            samples = [setup.step(*variant) for _ in range(steps)]
+            per_round[variant].append(statistics.median(samples))
+    return per_round
+
+
+def summarise(shards: int, setup: Setup, per_round: dict) -> list[dict]:
+    rows = []
+    for (variant, dtype), medians in per_round.items():
+        raw = statistics.median(per_round[("raw", dtype)])
+        median = statistics.median(medians)
+        rows.append({
+            "shards": shards, "variant": variant, "grad_dtype": dtype,
+            "request_mb": round(sum(len(r) for r in setup.requests[dtype]) / 1e6, 2),
+            "reply_mb": round(sum(setup.reply_sizes[dtype]) / 1e6, 2),
+            "median_ms": round(1e3 * median, 2), "min_ms": round(1e3 * min(medians), 2),
+            "max_ms": round(1e3 * max(medians), 2),
+            "ratio_to_raw": round(median / raw, 3),
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
+            "| x raw |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
+                     f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
+                     f"{r['max_ms']} | {r['ratio_to_raw']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--echo", nargs=2, metavar=("RUN_DIR", "INDEX"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.echo:
+        serve_echo(Path(args.echo[0]), int(args.echo[1]))
+        return 0
+
+    rows: list[dict] = []
+    started = time.time()
+    for shards in args.shards:
+        with tempfile.TemporaryDirectory(prefix="ba3c-bench-ps-") as tmp:
+            cfg = configuration.Config()
+            cfg.net.metrics = False
+            cfg.paramserver.save_every = 0
+            run_dir = RunDir(Path(tmp) / "run")
+            run_dir.create(cfg)
+            servers = Servers(run_dir, shards)
+            try:
+                setup = Setup(run_dir, shards)
+                per_round = measure(setup, args.repeats, args.steps, args.warmup)
+                setup.close()
+            finally:
+                servers.stop()
+            new = summarise(shards, setup, per_round)
+            rows += new
+            print(table(new), flush=True)
+    report = {
+        "benchmark": "paramserver PushPull vs raw gRPC, Nature CNN 1.69M parameters",
+        "command": "python bench/paramserver.py " + " ".join(sys.argv[1:]),
+        "repeats": args.repeats, "steps_per_repeat": args.steps,
+        "parameters": int(sum(np.prod(s) for _, s in NATURE_CNN)),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "grpcio": grpc.__version__},
+        "seconds": round(time.time() - started, 1),
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print("\n" + table(rows))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
