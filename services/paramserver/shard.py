@@ -333,6 +333,7 @@ class Shard:
         if timed_out:
             missing = self._leases.live() - set(rnd.clients)
             self._leases.revoke(missing)
+            self._leases.stop_waiting_for_unseen()
             metrics.ROUND_TIMEOUTS.inc()
             log.warning("sync round timed out; applying the pushes that arrived",
                         version=rnd.version, pushes=rnd.count,

@@ -129,3 +129,20 @@ def test_sigterm_answers_waiting_callers_and_writes_a_final_checkpoint(
     except grpc.RpcError as e:
         assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     client.close()
+
+
+def test_too_many_replicas_cost_one_timeout_not_one_per_round(run_dir_factory, processes):
+    run_dir = run_dir_factory(use_sync=True, replicas_to_aggregate=3, sync_timeout=1.0)
+    start_shard(processes, run_dir)
+    client = Client(run_dir)
+    client.register()
+    client.initialize(initial_values())
+    started = time.monotonic()
+    version = 0
+    for i in range(10):
+        reply, _ = client.push(version, gradients(i))
+        assert reply.outcome == pb.APPLIED and reply.version == version + 1
+        version = reply.version
+    assert time.monotonic() - started < 1.0 + 4.0
+    assert metric(run_dir, "ba3c_paramserver_round_timeouts_total") == 1
+    client.close()
