@@ -184,6 +184,9 @@ class NetConfig:
     max_message_mb: int = knob(256, "Largest gRPC message, in MiB.")
     rpc_timeout: float = knob(60.0, "Deadline of one PushPull/Pull call, in seconds.")
     metrics: bool = knob(True, "Serve Prometheus metrics over HTTP.")
+    tls: bool = knob(
+        False, "Encrypt gRPC with TLS: a per-run CA in RUN_DIR/tls/, one certificate per server."
+    )
 
 
 @dataclass
