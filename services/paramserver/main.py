@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from ba3c import rpc, service
+from ba3c import checkpoint, rpc, service
 from services.paramserver.checkpointing import CheckpointWriter, restore_newest
 from services.paramserver.servicer import SERVICE, ParameterServerServicer
 from services.paramserver.shard import Settings, Shard
@@ -64,12 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.stop(grace=5.0)
     writer.close()                # finish a checkpoint in progress
     final = shard.snapshot()
-    if final is not None and final.version != shard.checkpoint_version:
-        path = writer.write(final)
+    if final is not None:
+        if final.version != shard.checkpoint_version:
+            path = writer.write(final)
+        else:
+            path = directory / checkpoint.file_name(final.version)
         print(f"ba3c paramserver {ctx.index}: final checkpoint {path}", flush=True)
-    elif final is not None:
-        print(f"ba3c paramserver {ctx.index}: checkpoint of version {final.version} is "
-              f"already in {directory}", flush=True)
+        log.info("final checkpoint", path=str(path), version=final.version)
     ctx.telemetry.close()
     log.info("stopped", version=shard.version)
     return 0
