@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shards.connect()
         if ctx.index == 0:
             shards.initialize(models.get_weights(model))
+            shards.reinitialize = lambda: models.get_weights(model)
         models.set_weights(model, shards.wait_initialized())
     except ShardMismatch as e:
         return service.fail(ROLE, str(e))

@@ -10,7 +10,7 @@ crash, it waits for the shard to come back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -62,6 +62,8 @@ class Shards:
         self.timeout = cfg.net.rpc_timeout
         self.max_bytes = rpc.message_limit(cfg.net.max_message_mb)
         self.grad_dtype = cfg.learner.grad_dtype
+        # set on learner 0: () -> current parameters, to refill a shard that lost its own
+        self.reinitialize: Callable[[], Mapping[str, np.ndarray]] | None = None
         self.shards: list[_Shard] = []
         self._pool = ThreadPoolExecutor(max_workers=layout.num_shards,
                                         thread_name_prefix="pushpull")
@@ -82,10 +84,13 @@ class Shards:
                      mode=ps_pb.Mode.Name(reply.mode), version=reply.version,
                      initialized=reply.initialized)
 
-    def initialize(self, values: Mapping[str, np.ndarray]) -> None:
-        """Offers `values` to every shard (first writer wins; a no-op on initialised ones)."""
+    def initialize(self, values: Mapping[str, np.ndarray], only: int | None = None) -> None:
+        """Offers `values` to every shard, or to shard `only` (first writer wins: a no-op on
+        initialised ones)."""
         pieces = self.layout.split(values)
         for shard in self.shards:
+            if only is not None and shard.index != only:
+                continue
             request = ps_pb.InitializeRequest(
                 client_id=self.client_id,
                 parameters=tensors.encode_named(
@@ -163,6 +168,10 @@ class Shards:
             log.warning("push refused, gradient dropped", shard=shard.index,
                         code=e.code().name, details=e.details())
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                # The shard came back empty (restarted without a checkpoint). Learner 0
+                # gives it the parameters it holds; everyone waits until it has some.
+                if self.reinitialize is not None:
+                    self.initialize(self.reinitialize(), only=shard.index)
                 self.wait_initialized()
             reply = self._pull_one(shard)
         else:
