@@ -1,8 +1,8 @@
 """The `ba3c.v1.ParameterServer` gRPC service on top of a `Shard`.
 
 Handlers are registered with a generic handler rather than the generated servicer base so
-that PushPull and Pull can answer with bytes: a few small fields followed by the
-parameters encoded once per version (see wire.py), and PushPull parses its request with
+that PushPull and Pull can answer with bytes the shard built once per version and shares
+between callers (see wire.py), and PushPull parses its request with
 wire.parse_push_request, which does not copy the gradients. Request sizes are counted in
 the deserializer, before parsing.
 """
@@ -76,23 +76,16 @@ class ParameterServerServicer:
                                      request.env_frames)
         except ShardError as e:
             self._refuse("PushPull", context, e)
-        head = pb.PushPullResponse(outcome=result.outcome, version=result.version,
-                                   staleness=result.staleness,
-                                   env_frames=result.env_frames).SerializeToString()
-        reply = head + result.parameters
-        metrics.SENT_BYTES.labels("PushPull").inc(len(reply))
+        metrics.SENT_BYTES.labels("PushPull").inc(len(result.reply))
         metrics.PUSHPULL_SECONDS.observe(time.perf_counter() - start)
-        return reply
+        return result.reply
 
     def Pull(self, request: pb.PullRequest, context) -> bytes:
         start = time.perf_counter()
         try:
-            version, parameters, frames = self.shard.pull(request.have_version)
+            reply = self.shard.pull(request.have_version)
         except ShardError as e:
             self._refuse("Pull", context, e)
-        head = pb.PullResponse(version=version, unchanged=parameters is None,
-                               env_frames=frames).SerializeToString()
-        reply = head + (parameters or b"")
         metrics.SENT_BYTES.labels("Pull").inc(len(reply))
         metrics.PULL_SECONDS.observe(time.perf_counter() - start)
         return reply

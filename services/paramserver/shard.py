@@ -75,9 +75,8 @@ class Settings:
 class PushResult:
     outcome: int          # pb.PushOutcome
     version: int
-    parameters: bytes     # encoded `parameters` field (see wire.py)
     staleness: int
-    env_frames: int
+    reply: bytes          # the serialised PushPullResponse (see wire.py)
 
 
 def _describe(names: Iterable[str], limit: int = 8) -> str:
@@ -166,7 +165,8 @@ class Shard:
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
         self._round: Round | None = None
-        self._encoded: tuple[int, bytes] | None = None
+        self._replies: dict[tuple, bytes] = {}   # replies built for the current version
+        self._replies_version = -1
         self._closing = False
         self.version = 0
         self.env_frames = 0
@@ -289,8 +289,10 @@ class Shard:
         metrics.PUSHES_DROPPED.labels(reason).inc()
 
     def _current(self, outcome: int, staleness: int) -> PushResult:
-        return PushResult(outcome, self.version, self._parameters_bytes(), staleness,
-                          self.env_frames)
+        return PushResult(outcome, self.version, staleness, self._reply(
+            ("push", outcome, staleness, self.env_frames),
+            lambda parts: wire.push_reply(outcome, self.version, staleness, self.env_frames,
+                                          parts)))
 
     def _push_async(self, grads: Mapping[str, np.ndarray], staleness: int) -> PushResult:
         bound = self.settings.max_staleness
@@ -326,8 +328,10 @@ class Shard:
             # wake up now and then: leases may expire while we wait
             self._cond.wait(min(remaining, 0.25))
         assert rnd.result is not None
-        new_version, parameters, frames = rnd.result
-        return PushResult(outcome, new_version, parameters, staleness, frames)
+        if outcome != pb.APPLIED:
+            return self._current(outcome, staleness)
+        new_version, reply, _ = rnd.result
+        return PushResult(outcome, new_version, staleness, reply)
 
     def _close_round(self, rnd: Round, timed_out: bool) -> None:
         if timed_out:
@@ -340,7 +344,7 @@ class Shard:
                         replicas_to_aggregate=self.settings.replicas,
                         no_longer_waiting_for=sorted(missing))
         self._apply(rnd.average(), pushes=rnd.count)
-        rnd.result = (self.version, self._parameters_bytes(), self.env_frames)
+        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply, self.env_frames)
         self._round = None
         metrics.ROUND_WAITING.set(0)
         metrics.AGGREGATION_WAIT.observe(time.monotonic() - rnd.opened)
@@ -360,22 +364,31 @@ class Shard:
         if every and self.version % every == 0 and self._on_checkpoint is not None:
             self._on_checkpoint(self._snapshot())
 
-    def _parameters_bytes(self) -> bytes:
-        """The encoded parameters of the current version, cached until the next update."""
-        if self._encoded is None or self._encoded[0] != self.version:
-            assert self._params is not None
-            self._encoded = (self.version, wire.encode_parameters(self._params))
-        return self._encoded[1]
+    def _reply(self, key: tuple, build: Callable[[list], bytes]) -> bytes:
+        """The reply `key` for the current version, built once (one copy of the parameters)
+        and handed to every caller that gets the same answer."""
+        assert self._params is not None
+        if self._replies_version != self.version:
+            self._replies.clear()
+            self._replies_version = self.version
+        reply = self._replies.get(key)
+        if reply is None:
+            if len(self._replies) >= 4:  # e.g. many dropped pushes at one version
+                self._replies.pop(next(iter(self._replies)))
+            reply = self._replies[key] = build(wire.parameter_parts(self._params))
+        return reply
 
-    def pull(self, have_version: int) -> tuple[int, bytes | None, int]:
-        """(version, encoded parameters or None if the caller has them, env_frames)."""
+    def pull(self, have_version: int) -> bytes:
+        """The serialised PullResponse (no parameters if the caller has this version)."""
         with self._cond:
             if not self.initialized:
                 raise NotInitialized("the shard is not initialised yet: learner 0 must call "
                                      "Initialize first")
             if have_version == self.version:
-                return self.version, None, self.env_frames
-            return self.version, self._parameters_bytes(), self.env_frames
+                return wire.pull_reply(self.version, self.env_frames, None)
+            return self._reply(("pull", self.env_frames),
+                               lambda parts: wire.pull_reply(self.version, self.env_frames,
+                                                             parts))
 
     # -- status, checkpoints, shutdown ----------------------------------------------------------
     def status(self) -> pb.StatusResponse:

@@ -2,11 +2,12 @@
 
 `PushPullResponse` and `PullResponse` both carry the parameters in field 3
 (`repeated NamedTensor parameters = 3`). Protocol buffers allow a message to be the
-concatenation of its fields' encodings, so the shard encodes that field once per version
-(`encode_parameters`) and every reply is its few small fields (`SerializeToString()` of a
-message without parameters) followed by those cached bytes. The encoding is written by
-hand so the parameter bytes are copied exactly once (numpy buffer -> reply bytes);
-tests/paramserver checks that protobuf parses it back to the same arrays.
+concatenation of its fields' encodings, so a reply is its few small fields
+(`SerializeToString()` of a message without parameters) followed by the parameters
+encoded by hand (`parameter_parts`: headers plus views of the numpy arrays), joined with
+one copy of the parameter bytes. The shard builds each distinct reply once per version and
+hands the same bytes to every caller that gets it (all members of a sync round, every
+Pull). tests/paramserver checks that protobuf parses it back to the same arrays.
 
 Requests go the other way: `parse_push_request` reads a PushPullRequest without copying
 its gradient bytes.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
 
 PARAMETERS_FIELD = 3
@@ -44,8 +46,10 @@ def _length_delimited_header(field: int, length: int) -> bytes:
     return _key(field, 2) + _varint(length)
 
 
-def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_FIELD) -> bytes:
-    """The encoding of `repeated NamedTensor <field>` holding float32 `params`."""
+def parameter_parts(params: Mapping[str, np.ndarray], field: int = PARAMETERS_FIELD
+                    ) -> list[bytes | memoryview]:
+    """The encoding of `repeated NamedTensor <field>` holding float32 `params`, as pieces to
+    join: small headers and views of the arrays' memory (valid while the arrays are)."""
     parts: list[bytes | memoryview] = []
     for name, array in params.items():
         array = np.require(array, dtype="<f4", requirements="C")
@@ -62,7 +66,27 @@ def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_
                       + _length_delimited_header(2, tensor_len))
         named_len = len(named_head) + tensor_len
         parts += [_length_delimited_header(field, named_len), named_head, tensor_head, data]
-    return b"".join(parts)
+    return parts
+
+
+def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_FIELD) -> bytes:
+    """The encoding of `repeated NamedTensor <field>` holding float32 `params`."""
+    return b"".join(parameter_parts(params, field))
+
+
+def push_reply(outcome: int, version: int, staleness: int, env_frames: int,
+               parts: list[bytes | memoryview]) -> bytes:
+    """A serialised PushPullResponse: its small fields, then the parameters (one copy)."""
+    head = pb.PushPullResponse(outcome=outcome, version=version, staleness=staleness,
+                               env_frames=env_frames).SerializeToString()
+    return b"".join([head, *parts])
+
+
+def pull_reply(version: int, env_frames: int, parts: list[bytes | memoryview] | None) -> bytes:
+    """A serialised PullResponse; `parts` None means the caller is up to date."""
+    head = pb.PullResponse(version=version, unchanged=parts is None,
+                           env_frames=env_frames).SerializeToString()
+    return b"".join([head, *(parts or ())])
 
 
 # ---------------------------------------------------------------------------------------
