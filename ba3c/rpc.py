@@ -8,6 +8,10 @@ from gRPC's service config rather than hand-written loops). Services never const
 
 The token travels in the metadata key "authorization" as "Bearer <token>" and is compared
 in constant time. A call without it, or with another, ends with UNAUTHENTICATED.
+
+TLS (ba3c/tls.py) is off unless asked for: `use_tls(RunTLS)` (called by ba3c.service.start
+when the config says `tls = true`) makes every later server and channel of the process use
+the run's CA; a `tls=` argument does the same for one server or channel.
 """
 
 from __future__ import annotations
@@ -19,12 +23,23 @@ import socket
 import time
 from collections.abc import Iterable
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+if TYPE_CHECKING:
+    from ba3c.tls import RunTLS
+
 AUTH_KEY = "authorization"
 MiB = 1 << 20
+_process_tls: RunTLS | None = None
+
+
+def use_tls(run_tls: RunTLS | None) -> None:
+    """Every server and channel made after this call uses `run_tls` (None: plaintext)."""
+    global _process_tls
+    _process_tls = run_tls
 
 
 def bind_host(configured: str = "") -> str:
@@ -181,8 +196,14 @@ def make_server(
     max_workers: int = 32,
     max_concurrent_rpcs: int | None = None,
     service_names: Iterable[str] = (),
+    tls: RunTLS | None = None,
 ) -> Server:
-    """Builds, binds and starts a server. Raises OSError if the address cannot be bound."""
+    """Builds, binds and starts a server. Raises OSError if the address cannot be bound.
+
+    With TLS (`tls`, else the process's `use_tls`) it serves only TLS, with a certificate
+    for `host` issued by the run's CA.
+    """
+    tls = tls or _process_tls
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[TokenInterceptor(token)],
@@ -196,7 +217,10 @@ def make_server(
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is not None:
+        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials(host))
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
@@ -233,8 +257,13 @@ def make_channel(
     token: str,
     max_message_bytes: int = 256 * MiB,
     retry_services: Iterable[str] = ("ba3c.v1.ParameterServer",),
+    tls: RunTLS | None = None,
 ) -> grpc.Channel:
-    """A channel to `address` that sends the token on every call and retries UNAVAILABLE."""
+    """A channel to `address` that sends the token on every call and retries UNAVAILABLE.
+
+    With TLS (`tls`, else the process's `use_tls`) it trusts only the run's CA.
+    """
+    tls = tls or _process_tls
     options = [
         *_common_options(max_message_bytes),
         ("grpc.enable_retries", 1),
@@ -243,7 +272,10 @@ def make_channel(
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
-    channel = grpc.insecure_channel(address, options=options)
+    if tls is not None:
+        channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
     return grpc.intercept_channel(channel, _ClientToken(token))
 
 

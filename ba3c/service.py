@@ -92,6 +92,12 @@ def start(
             raise UsageError(f"run directory {run_dir.path} does not exist")
         cfg = run_dir.load_config(args=args)
         token = run_dir.read_secret()
+        if cfg.net.tls:
+            from ba3c.tls import RunTLS  # only runs that ask for TLS pay for importing it
+
+            run_tls = RunTLS(run_dir)
+            run_tls.check()
+            rpc.use_tls(run_tls)
         if args.index < 0:
             raise UsageError(f"--index must be >= 0, got {args.index}")
     except (configuration.ConfigError, RunDirError, UsageError) as e:

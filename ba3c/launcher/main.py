@@ -162,6 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = run_dir.load_config(environ={})
     except (configuration.ConfigError, RunDirError) as e:
         parser.exit(EXIT_USAGE, f"ba3c train: error: {e}\n")
+    if cfg.net.tls:  # the run's CA, made once here; the services issue their own certificates
+        from ba3c import rpc
+        from ba3c.tls import RunTLS
+
+        run_tls = RunTLS(run_dir)
+        run_tls.ensure_ca()
+        rpc.use_tls(run_tls)
 
     stop = threading.Event()
     reason = {"why": ""}
