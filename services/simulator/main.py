@@ -78,8 +78,7 @@ def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int
             return  # stopped while waiting
         reason, responses = "", 0
         with rpc.make_channel(address, ctx.token, limit) as channel:
-            log.info("streaming to learner", learner=learner, address=address)
-            metrics.CONNECTED.set(1)
+            log.info("connecting to learner", learner=learner, address=address)
             try:
                 with stream.ActStream(channel, ctx.stop) as act:
                     try:

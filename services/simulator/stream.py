@@ -182,6 +182,9 @@ def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> i
                 break
             raise
         received = time.perf_counter()
+        if not steps:
+            metrics.CONNECTED.set(1)
+            log.info("streaming", pool_id=pool_id, num_envs=pool.num_envs)
         step = pool.step(actions_from(response, pool.num_envs, spec.num_actions))
         stepped = time.perf_counter()
         request = next_request(pool_id, step)
