@@ -139,12 +139,10 @@ class Cluster:
     def jobs(self) -> list[str]:
         return self.run("squeue", "-h", "-o", "%i %T", check=False).stdout.splitlines()
 
-    def job_state(self, job_id: str) -> str:
+    def job_states(self, job_id: str) -> list[str]:
+        """JobState of each component of the job (one entry for a plain job)."""
         out = self.run("scontrol", "show", "job", job_id, check=False).stdout
-        for word in out.split():
-            if word.startswith("JobState="):
-                return word.split("=", 1)[1]
-        return ""
+        return [w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")]
 
     def log(self, name: str) -> str:
         path = self.tmp / "log" / name
@@ -228,9 +226,11 @@ def start(tmp: Path) -> Cluster:
 
 
 def wait_for_job_end(cluster: Cluster, job_id: str, timeout: float) -> str:
-    """Polls until the job left the running states; returns its final state."""
+    """Polls until every component of the job ended and its processes are gone (no longer
+    COMPLETING); returns the state of the first component (the batch script's)."""
     done = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-    return wait_for(
-        lambda: (s := cluster.job_state(job_id)) and s.split()[0] in done and s,
+    states = wait_for(
+        lambda: (s := cluster.job_states(job_id)) and all(x in done for x in s) and s,
         timeout, f"job {job_id} to end", interval=0.5,
     )
+    return states[0]
