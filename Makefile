@@ -29,7 +29,7 @@ system-deps:
 	@bash tests/system-deps.sh
 
 run: setup
-	$(PY) -m ba3c.cli train --minutes 3 --run-dir runs/make-run-$$(date +%Y%m%d-%H%M%S)
+	$(PY) -m ba3c.cli train --minutes 3 --record_node --run-dir runs/make-run-$$(date +%Y%m%d-%H%M%S)
 
 test: setup system-deps
 	$(PY) -m pytest
