@@ -21,8 +21,10 @@ parallel and waits for all replies, like the learner does. Variants:
 each with float32 and bfloat16 gradients (parameters always come back float32). Per
 variant: `repeats` rounds of `steps` timed steps (after warm-up), rounds interleaved across
 variants so that background load hits them alike; we report the median, min and max of
-the per-round medians and the ratio of medians to `raw` in the same run. Prints a Markdown
-table and writes bench/results/paramserver.json.
+the per-round medians and the ratio of medians to `raw` in the same run, and the CPU time
+the servers used per step (from /proc/PID/schedstat: unlike latency, it does not depend on
+what else the machine is running). Prints a Markdown table and writes
+bench/results/paramserver.json.
 """
 
 from __future__ import annotations
@@ -116,6 +118,19 @@ class Servers:
             run_dir.wait_for_address("paramserver", k, timeout=60)
             run_dir.wait_for_address("echo", k, timeout=60)
 
+    def cpu_seconds(self, kind: str) -> float:
+        """CPU time used so far by the shard ("ps") or echo ("echo") processes, from
+        /proc/PID/schedstat (nanoseconds on a CPU; independent of other load)."""
+        procs = self.procs[0::2] if kind == "ps" else self.procs[1::2]
+        total = 0
+        for p in procs:
+            for task in Path(f"/proc/{p.pid}/task").iterdir():
+                try:
+                    total += int((task / "schedstat").read_text().split()[0])
+                except (FileNotFoundError, ProcessLookupError):
+                    pass  # a thread that just ended
+        return total / 1e9
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -206,19 +221,26 @@ VARIANTS = [("raw", "float32"), ("server", "float32"), ("stub", "float32"),
             ("raw", "bfloat16"), ("server", "bfloat16"), ("stub", "bfloat16")]
 
 
-def measure(setup: Setup, repeats: int, steps: int, warmup: int) -> dict:
+def measure(setup: Setup, servers: Servers, repeats: int, steps: int, warmup: int
+            ) -> tuple[dict, dict]:
+    """Per variant: the median step time of each round, and the servers' CPU seconds per
+    step in each round."""
     per_round: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     for variant in VARIANTS:
         for _ in range(warmup):
             setup.step(*variant)
     for _ in range(repeats):
         for variant in VARIANTS:
+            kind = "echo" if variant[0] == "raw" else "ps"
+            before = servers.cpu_seconds(kind)
             samples = [setup.step(*variant) for _ in range(steps)]
+            cpu[variant].append((servers.cpu_seconds(kind) - before) / steps)
             per_round[variant].append(statistics.median(samples))
-    return per_round
+    return per_round, cpu
 
 
-def summarise(shards: int, setup: Setup, per_round: dict) -> list[dict]:
+def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dict]:
     rows = []
     for (variant, dtype), medians in per_round.items():
         raw = statistics.median(per_round[("raw", dtype)])
@@ -230,18 +252,19 @@ def summarise(shards: int, setup: Setup, per_round: dict) -> list[dict]:
             "median_ms": round(1e3 * median, 2), "min_ms": round(1e3 * min(medians), 2),
             "max_ms": round(1e3 * max(medians), 2),
             "ratio_to_raw": round(median / raw, 3),
+            "server_cpu_ms": round(1e3 * statistics.median(cpu[(variant, dtype)]), 2),
         })
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = ("| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
-            "| x raw |")
-    lines = [head, "|" + "---|" * 9]
+            "| x raw | server CPU ms/step |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
                      f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
-                     f"{r['max_ms']} | {r['ratio_to_raw']} |")
+                     f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} |")
     return "\n".join(lines)
 
 
@@ -260,6 +283,7 @@ def main(argv=None) -> int:
 
     rows: list[dict] = []
     started = time.time()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     for shards in args.shards:
         with tempfile.TemporaryDirectory(prefix="ba3c-bench-ps-") as tmp:
             cfg = configuration.Config()
@@ -270,11 +294,12 @@ def main(argv=None) -> int:
             servers = Servers(run_dir, shards)
             try:
                 setup = Setup(run_dir, shards)
-                per_round = measure(setup, args.repeats, args.steps, args.warmup)
+                per_round, cpu = measure(setup, servers, args.repeats, args.steps,
+                                         args.warmup)
                 setup.close()
             finally:
                 servers.stop()
-            new = summarise(shards, setup, per_round)
+            new = summarise(shards, setup, per_round, cpu)
             rows += new
             print(table(new), flush=True)
     report = {
@@ -283,7 +308,9 @@ def main(argv=None) -> int:
         "repeats": args.repeats, "steps_per_repeat": args.steps,
         "parameters": int(sum(np.prod(s) for _, s in NATURE_CNN)),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "grpcio": grpc.__version__},
+                    "grpcio": grpc.__version__, "numpy": np.__version__,
+                    "load_average_at_start": load_at_start,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "seconds": round(time.time() - started, 1),
         "rows": rows,
     }

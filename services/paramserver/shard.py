@@ -9,6 +9,7 @@ request happens before anything is changed, so a refused call changes nothing.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -152,6 +153,16 @@ def check_gradients(specs: Mapping[str, tuple[int, ...]],
     return grads
 
 
+def optimizer_threads() -> int:
+    """Threads for the optimizer: half the CPUs this process may use (Slurm's cpuset), at
+    most 4; on a small shared machine one thread is faster."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus // 2)) if cpus >= 4 else 1
+
+
 class Shard:
     """One shard's state. Thread-safe; sync-mode pushes block until their round is applied."""
 
@@ -184,7 +195,7 @@ class Shard:
     def _install(self, params: dict[str, np.ndarray]) -> None:
         self._params = {n: np.array(a, dtype=np.float32) for n, a in params.items()}
         self._specs = {n: a.shape for n, a in self._params.items()}
-        self._optimizer = Optimizer(self.settings.hyper, self._specs)
+        self._optimizer = Optimizer(self.settings.hyper, self._specs, optimizer_threads())
         metrics.PARAMETERS.set(sum(a.size for a in self._params.values()))
 
     def initialize(self, client_id: str, named: Iterable[tensor_pb2.NamedTensor]

@@ -72,14 +72,16 @@ def test_the_linear_schedule_decays_to_lr_final_and_stays():
     assert Hyper(lr=0.01).learning_rate(10_000) == 0.01
 
 
-def test_large_variables_are_updated_the_same_in_chunks():
-    """Variables bigger than one chunk take the chunked path; it must not change results."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_large_variables_are_updated_the_same_in_chunks(threads):
+    """Variables bigger than one chunk take the chunked path, shared out between threads;
+    neither may change the results."""
     from services.paramserver import optimizers
     rng = np.random.default_rng(0)
-    big = {"w": rng.standard_normal(optimizers.CHUNK * 2 + 123).astype(np.float32)}
+    big = {"w": rng.standard_normal(optimizers.CHUNK * 7 + 123).astype(np.float32)}
     small = {"w": big["w"].copy()}
     hyper = Hyper(optimizer="adam", lr=0.01, beta1=0.8, beta2=0.75, epsilon=1e-8)
-    chunked = Optimizer(hyper, {"w": big["w"].shape})
+    chunked = Optimizer(hyper, {"w": big["w"].shape}, threads=threads)
     grads = [{"w": rng.standard_normal(big["w"].shape).astype(np.float32)} for _ in range(3)]
     for g in grads:
         chunked.apply(big, g, 0.01)
