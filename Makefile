@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup run test lint format protos bench clean system-deps
+.PHONY: help setup run test lint format protos bench clean system-deps containers-check
 
 help:
 	@echo "make run      set up .venv and run a short local training"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint     ruff check"
 	@echo "make protos   regenerate ba3c/v1/*_pb2*.py from protos/"
 	@echo "make bench    run the benchmarks in bench/"
+	@echo "make containers-check  build every containers/*.def under bubblewrap (root, minutes)"
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python >= 3.11) on PATH"; exit 1; }
@@ -46,6 +47,14 @@ protos: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Each container recipe's %post and %test in a Debian root filesystem under bubblewrap
+# (Apptainer cannot be installed here). Not part of `make test`: minutes and downloads.
+containers-check:
+	@command -v bwrap >/dev/null && command -v debootstrap >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		bubblewrap debootstrap >/dev/null; }
+	python3 containers/check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Checks of the Apptainer definition files in containers/."""
