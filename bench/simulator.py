@@ -53,6 +53,23 @@ def raw_leg(pool: envs.EnvPool, seconds: float, rng: np.random.Generator) -> flo
     return steps * pool.num_envs / elapsed
 
 
+def round_trip_leg(pool: envs.EnvPool, address: str, token: str, seconds: float) -> float:
+    """Milliseconds per Act round trip of one pool-sized request, with no stepping: the
+    transport's share of a pool step."""
+    step = pool.step(np.zeros(pool.num_envs, np.int32))
+    spec = stream.pool_spec(pool.spec, pool.num_envs)
+    stop = threading.Event()
+    with rpc.make_channel(address, token) as channel, stream.ActStream(channel, stop) as act:
+        act.exchange(stream.first_request("bench-rtt", spec, step.observations))
+        request = stream.next_request("bench-rtt", step)
+        trips = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            act.exchange(request)
+            trips += 1
+    return elapsed / trips * 1e3
+
+
 def seconds_in(histogram: str) -> float:
     return REGISTRY.get_sample_value(f"{histogram}_sum") or 0.0
 
@@ -129,10 +146,11 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
     with envs.make_pool(cfg, n, seed=0) as pool:
         raw_leg(pool, 1.0, rng)  # warm up both paths
         grpc_leg(pool, address, token, 1.0)
-        raw, grpc, split = [], [], []
+        raw, grpc, split, rtt = [], [], [], []
         for _ in range(args.repeats):
             raw.append(raw_leg(pool, args.seconds, rng))
             grpc.append(grpc_leg(pool, address, token, args.seconds, split))
+            rtt.append(round_trip_leg(pool, address, token, args.seconds / 2))
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -145,24 +163,30 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
             "ratio_of_medians": statistics.median(grpc) / statistics.median(raw),
             "ratio_per_repeat": summary(ratios),
             "grpc_wait_ms_per_step": summary([x["wait_ms"] for x in split]),
-            "grpc_step_ms_per_step": summary([x["step_ms"] for x in split])}
+            "grpc_step_ms_per_step": summary([x["step_ms"] for x in split]),
+            "round_trip_ms": summary(rtt),
+            # what the ratio would be if a grpc step cost a raw step plus one round trip
+            "ratio_bound_from_round_trip": 1 / (1 + statistics.median(rtt) * statistics.median(
+                raw) / (1e3 * n))}
 
 
 def table(results: list[dict], args) -> str:
     lines = [
         f"Simulator throughput, {args.env}, agent steps/s, {args.repeats} x {args.seconds:g} s "
         "per leg (median [min-max])", "",
-        "| N | raw | grpc | grpc / raw (medians) | target | grpc: ms/step waiting, stepping |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| N | raw | grpc | grpc / raw (medians) | target | grpc ms/step: waiting, stepping "
+        "| round trip ms (no stepping) | raw / (raw + round trip) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        def fmt(s):
-            return f"{s['median']:,.0f} [{s['min']:,.0f}-{s['max']:,.0f}]"
+        def fmt(s, digits=0):
+            return f"{s['median']:,.{digits}f} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}]"
         ok = "met" if r["ratio_of_medians"] >= TARGET else "MISSED"
         lines.append(f"| {r['num_envs']} | {fmt(r['raw'])} | {fmt(r['grpc'])} | "
                      f"{r['ratio_of_medians']:.1%} | >= {TARGET:.0%} {ok} | "
                      f"{r['grpc_wait_ms_per_step']['median']:.2f}, "
-                     f"{r['grpc_step_ms_per_step']['median']:.2f} |")
+                     f"{r['grpc_step_ms_per_step']['median']:.2f} | {fmt(r['round_trip_ms'], 3)} | "
+                     f"{r['ratio_bound_from_round_trip']:.1%} |")
     return "\n".join(lines)
 
 
