@@ -90,7 +90,7 @@ def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -
     """Orthogonal initial values (as in most A3C/PPO code), for dense and conv kernels."""
     rows = int(np.prod(shape[:-1]))
     cols = shape[-1]
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)), dtype=np.float32)
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))
     if rows < cols:

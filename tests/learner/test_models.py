@@ -118,3 +118,12 @@ def test_greedy_actions_are_the_argmax_and_sampled_ones_follow_the_softmax():
     np.testing.assert_array_equal(models.act(model, obs, greedy=True),
                                   np.argmax(logits.numpy(), axis=1))
     assert models.act(model, obs, greedy=False, rng=3).dtype == np.int32
+
+
+def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert models.configure_threads(0) == 3
+    assert models.configure_threads(5) == 5
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    import os
+    assert models.configure_threads(0) == os.cpu_count()

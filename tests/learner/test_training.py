@@ -37,8 +37,10 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
 
 
 @pytest.mark.slow
-def test_breakout_trains_with_finite_losses_and_rising_versions(run_dir_factory, processes):
-    run_dir = run_dir_factory(env="ALE/Breakout-v5", batch_size=32, simulator_procs=8)
+def test_breakout_trains_with_bfloat16_gradients_and_rising_versions(run_dir_factory,
+                                                                      processes):
+    run_dir = run_dir_factory(env="ALE/Breakout-v5", batch_size=32, simulator_procs=8,
+                              grad_dtype="bfloat16")
     start_cluster(processes, run_dir)
     wait_for(lambda: metric(run_dir, "ba3c_learner_train_steps_total") >= 1, 120,
              "the first training step")
