@@ -12,9 +12,9 @@ whether the recipe installs, whether the service starts, and how much the step a
 What stands in for what: `Bootstrap: docker / From: python:3.11-slim-bookworm` is emulated
 by `debootstrap --variant=minbase bookworm` plus Debian's python3 (3.11) and pip, without
 the EXTERNALLY-MANAGED marker (the python image has none); `Bootstrap: localimage` is a copy
-of the parent's root filesystem. The host's pip configuration and package mirrors
-(/etc/pip.conf, PIP_* variables, and the folders they point at) are visible inside, as a
-site's would be. Needs root, debootstrap and bwrap (Debian packages); takes minutes and
+of the parent's root filesystem. The host's pip configuration, package mirrors and CA
+bundle (/etc/pip.conf, PIP_* variables, the folders they point at) are visible to pip
+inside, as a site's would be. Needs root, debootstrap and bwrap (Debian packages); takes minutes and
 downloads a few hundred MB the first time (kept under --work).
 
 `parse()` is also what tests/containers uses to check the definition files.
@@ -37,6 +37,7 @@ CONTAINERS = ROOT / "containers"
 SERVICES = ("paramserver", "learner", "simulator", "evaluator")
 SECTION = re.compile(r"^%(\w+)\b(.*)$")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 PYTHON_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 
 
@@ -117,7 +118,8 @@ def host_pip_binds() -> list[str]:
         for found in re.findall(r"(?:file://)?(/[\w./-]+)", text):
             paths.add(Path(found))
     for p in sorted(paths):
-        if p.exists():
+        # CA certificates come from the root filesystem's own ca-certificates package.
+        if p.exists() and not p.is_relative_to("/etc/ssl"):
             binds += ["--ro-bind", str(p), str(p)]
     return binds
 
@@ -126,9 +128,15 @@ def bwrap(rootfs: Path, command: list[str], log, env: dict[str, str] | None = No
     base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
     base_env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    ca_binds: list[str] = []
+    if Path(HOST_CA).exists():
+        # The site's CA bundle (a proxy may re-sign HTTPS), for pip only.
+        ca_binds = ["--ro-bind", HOST_CA, "/etc/host-ca-certificates.crt"]
+        base_env["PIP_CERT"] = "/etc/host-ca-certificates.crt"
     base_env.update(env or {})
     args = ["bwrap", "--bind", str(rootfs), "/", "--dev", "/dev", "--proc", "/proc",
-            "--tmpfs", "/tmp", "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf",
+            "--perms", "1777", "--tmpfs", "/tmp",
+            "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf", *ca_binds,
             *host_pip_binds(), "--unshare-pid", "--die-with-parent", "--clearenv"]
     for key, value in base_env.items():
         args += ["--setenv", key, value]
