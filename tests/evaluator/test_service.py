@@ -19,7 +19,7 @@ def config_of(run_dir):
 def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
         run_dir_factory, processes):
     run_dir = run_dir_factory(**cluster.CARTPOLE, ps=2, eval_every=0.2, eval_episodes=4,
-                              eval_max_steps=300)
+                              eval_max_steps=200)
     cfg = config_of(run_dir)
     evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
     # started before any shard exists: it waits instead of failing
@@ -30,7 +30,7 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     first = wait_for(lambda: cluster.evaluations(run_dir), START, "the first evaluation")[0]
     assert (first["version"], first["episodes"], first["env_frames"]) == (0, 4, 0)
     assert first["mean"] > 150, f"scored like random weights, not the pulled ones: {first}"
-    assert first["min"] <= first["mean"] <= first["max"] <= 300
+    assert first["min"] <= first["mean"] <= first["max"] <= 200
     assert first["max"] > first["min"], "a sampled policy should not play 4 identical games"
 
     # the same parameters are not evaluated again, and the shards are polled without
@@ -81,7 +81,7 @@ def evaluate_offline(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_sigterm_lets_the_evaluation_in_progress_finish(run_dir_factory, processes):
-    run_dir = run_dir_factory(**cluster.CARTPOLE, eval_episodes=40, eval_max_steps=500)
+    run_dir = run_dir_factory(**cluster.CARTPOLE, eval_episodes=10, eval_max_steps=300)
     cfg = config_of(run_dir)
     cluster.start_shards(processes, run_dir, 1)
     cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
@@ -93,7 +93,7 @@ def test_sigterm_lets_the_evaluation_in_progress_finish(run_dir_factory, process
     assert events.index("signal received, stopping") < events.index("evaluation"), (
         "the evaluation had ended before the signal; make it longer")
     [result] = cluster.evaluations(run_dir)
-    assert result["episodes"] == 40
+    assert result["episodes"] == 10
 
 
 def test_parameters_that_do_not_fit_the_model_end_with_a_clear_error(
@@ -144,8 +144,12 @@ def test_restarts_of_a_shard_and_of_the_evaluator_neither_stop_nor_repeat_evalua
     cfg = config_of(run_dir)
     [shard] = cluster.start_shards(processes, run_dir, 1)
     cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
-    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
+    # CartPole cannot render here (no pygame): recording is refused, evaluating goes on
+    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path), "--record")
     wait_for(lambda: cluster.evaluations(run_dir), START, "the first evaluation")
+    [warning] = cluster.logged(run_dir, "recording disabled: the environment cannot render frames")
+    assert "pygame" in warning["error"]
+    assert cluster.evaluations(run_dir)[0]["video"] is None
 
     # the shard goes away and comes back elsewhere (restored from its final checkpoint)
     old_address = run_dir.read_address("paramserver", 0)

@@ -1,0 +1,92 @@
+"""Measures the evaluator's two costs: playing (agent steps/s, with and without recording)
+and reading parameters (Pull of the whole Nature CNN vs a Pull of an unchanged shard).
+
+    .venv/bin/python -m tests.evaluator.bench_evaluation
+
+Prints medians and ratios measured in this one run (the machine is shared; absolute
+figures move, ratios much less).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ba3c import config as configuration
+from ba3c import models
+from ba3c.v1 import paramserver_pb2 as ps
+from tests.evaluator import cluster
+from tests.support import Process, ba3c_command, make_run_dir, wait_for
+
+REPEATS = 7
+STEPS = 300
+PULLS = 30
+
+
+def playing(folder: Path) -> dict[str, float]:
+    from services.evaluator.evaluation import Evaluation
+
+    cfg = configuration.Config()
+    cfg.run.env = "ALE/Breakout-v5"
+    cfg.evaluator.eval_episodes = 1
+    cfg.evaluator.eval_max_steps = STEPS
+    models.configure_threads(1)
+    runs = {"play": Evaluation(cfg, None), "play+record": Evaluation(cfg, folder / "videos")}
+    weights = models.get_weights(runs["play"].model)
+    rates: dict[str, list[float]] = {label: [] for label in runs}
+    for evaluation in runs.values():
+        evaluation.run(weights, 0, 0)  # warm-up: traces the model
+    for _ in range(REPEATS):  # interleaved, so that the machine's load hits both alike
+        for label, evaluation in runs.items():
+            result = evaluation.run(weights, 0, 0)
+            rates[label].append(result.episodes[0].length / result.seconds)
+    for evaluation in runs.values():
+        evaluation.close()
+    return {label: statistics.median(r) for label, r in rates.items()}
+
+
+def pulling(folder: Path) -> dict[str, float]:
+    run_dir = make_run_dir(folder / "run", env="ALE/Breakout-v5")
+    cfg = run_dir.load_config(environ={})
+    shard = Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
+                    folder / "paramserver.out")
+    try:
+        wait_for(lambda: run_dir.read_address("paramserver", 0), 60, "the shard")
+        cluster.initialize(run_dir, cfg, models.get_weights(cluster.build_model(cfg)))
+        stub = cluster.stub(run_dir, 0)
+        out = {}
+        for label, have in (("full pull", -1), ("unchanged pull", 0)):
+            times = []
+            for _ in range(PULLS):
+                started = time.perf_counter()
+                reply = stub.Pull(ps.PullRequest(client_id="bench", have_version=have),
+                                  timeout=60)
+                times.append(time.perf_counter() - started)
+            assert reply.unchanged == (have == 0)
+            out[label] = statistics.median(times)
+        out["bytes"] = sum(p.tensor.ByteSize() for p in
+                           stub.Pull(ps.PullRequest(have_version=-1), timeout=60).parameters)
+        return out
+    finally:
+        shard.stop()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        play = playing(Path(tmp))
+        pull = pulling(Path(tmp))
+    print(f"Breakout, Nature CNN, batch-1 inference, 1 TF thread, {REPEATS} x {STEPS} steps:")
+    for label, rate in play.items():
+        print(f"  {label:<14} median {rate:7.0f} agent steps/s")
+    print(f"  recording takes x{play['play'] / play['play+record']:.2f} the time of playing")
+    print(f"Pull from a real paramserver, {pull['bytes'] / 2**20:.1f} MiB of parameters, "
+          f"{PULLS} calls each:")
+    for label in ("full pull", "unchanged pull"):
+        print(f"  {label:<14} median {pull[label] * 1000:7.2f} ms")
+    print(f"  have_version saves x{pull['full pull'] / pull['unchanged pull']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
