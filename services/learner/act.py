@@ -31,6 +31,8 @@ from services.learner.predictor import Predictor, PredictorStopped
 
 log = structlog.get_logger()
 
+MAX_ENVS = 1 << 16  # environments per pool; bounds the memory one stream can claim
+
 
 class BadRequest(ValueError):
     """A request that breaks the contract; the message names the field and the problem."""
@@ -93,8 +95,8 @@ class ModelSpec:
     def check_pool(self, spec: pb.PoolSpec) -> None:
         shape = tuple(int(d) for d in spec.observation_shape)
         dtype = tensors.dtype_name(spec.observation_dtype)
-        if spec.num_envs < 1:
-            raise BadRequest(f"spec.num_envs must be at least 1, got {spec.num_envs}")
+        if not 1 <= spec.num_envs <= MAX_ENVS:
+            raise BadRequest(f"spec.num_envs must be in [1, {MAX_ENVS}], got {spec.num_envs}")
         if shape != self.observation_shape:
             raise BadRequest(f"spec.observation_shape {list(shape)} does not match the "
                              f"learner's model, which takes {list(self.observation_shape)}")
@@ -119,6 +121,8 @@ def parse_step(request: pb.ActRequest, spec: pb.PoolSpec, first: bool
         raise BadRequest(
             f"observations must be {tensors.dtype_name(spec.observation_dtype)} {list(want)}, "
             f"got {tensors.dtype_name(request.observations.dtype)} {list(obs.shape)}")
+    if obs.dtype.kind == "f" and not np.all(np.isfinite(obs)):
+        raise BadRequest("observations contain NaN or Inf")
     if first:
         return obs, np.zeros(0, np.float32), np.zeros(0, bool)
     if len(request.rewards) != n or len(request.dones) != n:
@@ -159,6 +163,7 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
             if not first.HasField("spec"):
                 raise BadRequest("the first request of a stream must carry spec")
             self.model_spec.check_pool(first.spec)
+            parse_step(first, first.spec, first=True)
         except BadRequest as e:
             log.warning("pool refused", pool=first.pool_id, error=str(e))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

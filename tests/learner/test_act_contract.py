@@ -118,6 +118,7 @@ def test_episode_statistics_reach_the_online_score(cluster):
     (dict(observation_dtype=tensors.DType.Value("UINT8")), "spec.observation_dtype"),
     (dict(num_actions=3), "spec.num_actions"),
     (dict(num_envs=0), "spec.num_envs"),
+    (dict(num_envs=2**31 - 1), "spec.num_envs"),
 ])
 def test_a_pool_that_does_not_fit_the_model_is_refused(cluster, overrides, field):
     _, stub = cluster
@@ -137,6 +138,8 @@ def test_a_stream_without_spec_is_refused(cluster):
     (lambda r: r.observations.CopyFrom(observations(n=N + 1)), "observations"),
     (lambda r: r.observations.CopyFrom(observations(dtype=np.float16)), "observations"),
     (lambda r: r.observations.__setattr__("data", b"\0" * 3), "observations"),
+    (lambda r: r.observations.CopyFrom(tensors.encode(np.full((N, 4), np.nan, np.float32))),
+     "observations"),
     (lambda r: r.rewards.pop(), "rewards"),
     (lambda r: r.finished_episodes.add(env_index=N), "env_index"),
 ])
