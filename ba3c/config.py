@@ -215,6 +215,7 @@ class Config:
             "frame_skip": self.env.frame_skip,
             "frame_stack": self.env.frame_stack,
             "eval_episodes": self.evaluator.eval_episodes,
+            "eval_max_steps": self.evaluator.eval_max_steps,
             "predict_batch_size": self.learner.predict_batch_size,
         }
         for name, value in positive.items():
