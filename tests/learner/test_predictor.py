@@ -64,15 +64,20 @@ def test_batches_never_exceed_the_size_bound():
     assert max(forward.sizes) <= 8
 
 
-def test_a_lone_stream_does_not_wait_for_others():
-    forward = Recorder()
+def test_a_lone_stream_does_not_wait_for_others_and_runs_in_its_own_thread():
+    threads = []
+
+    def forward(observations):
+        threads.append(threading.current_thread())
+        return observations, observations.sum(axis=1)
+
     predictor = Predictor(forward, max_batch=64, max_wait=5.0, waiting_streams_limit=lambda: 1)
     start = time.monotonic()
     for _ in range(5):
         predictor.predict(np.ones((2, 2), np.float32))
     elapsed = time.monotonic() - start
     predictor.stop()
-    assert forward.sizes == [2] * 5
+    assert threads == [threading.current_thread()] * 5
     assert elapsed < 2.5, f"5 lone requests took {elapsed:.2f}s: the predictor waited"
 
 
