@@ -257,6 +257,41 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dic
     return rows
 
 
+def breakdown(repeats: int = 15) -> dict[str, float]:
+    """CPU milliseconds (this thread) of each step of one PushPull on a 1-shard Nature CNN,
+    measured in-process: where the shard's time goes, independent of the network."""
+    from services.paramserver import wire
+    from services.paramserver.optimizers import Hyper, Optimizer
+    from services.paramserver.shard import check_gradients
+
+    params, grads = model()
+    specs = {n: a.shape for n, a in params.items()}
+    out: dict[str, float] = {}
+
+    def cpu_ms(name: str, fn) -> None:
+        samples = []
+        for _ in range(repeats):
+            start = time.thread_time()
+            fn()
+            samples.append(time.thread_time() - start)
+        out[name] = round(1e3 * statistics.median(samples), 2)
+
+    for dtype in ("float32", "bfloat16"):
+        data = pb.PushPullRequest(client_id="b", version=0, gradients=tensors.encode_named(
+            grads, dtype)).SerializeToString()
+        request = wire.parse_push_request(data)
+        cpu_ms(f"parse request ({dtype})", lambda d=data: wire.parse_push_request(d))
+        cpu_ms(f"validate gradients ({dtype})",
+               lambda r=request: check_gradients(specs, r.gradients))
+    checked = check_gradients(specs, wire.parse_push_request(pb.PushPullRequest(
+        gradients=tensors.encode_named(grads)).SerializeToString()).gradients)
+    for name in ("adam", "rmsprop", "sgd"):
+        optimizer = Optimizer(Hyper(optimizer=name), specs)
+        cpu_ms(f"apply {name}", lambda o=optimizer: o.apply(params, checked, 1e-6))
+    cpu_ms("build reply", lambda: wire.push_reply(1, 1, 0, 0, wire.parameter_parts(params)))
+    return out
+
+
 def table(rows: list[dict]) -> str:
     head = ("| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
             "| x raw | server CPU ms/step |")
@@ -302,6 +337,10 @@ def main(argv=None) -> int:
             new = summarise(shards, setup, per_round, cpu)
             rows += new
             print(table(new), flush=True)
+    parts = breakdown()
+    print("\nCPU ms per PushPull step on the shard, 1 shard, in-process:")
+    for name, ms in parts.items():
+        print(f"  {name:<32} {ms:>7}")
     report = {
         "benchmark": "paramserver PushPull vs raw gRPC, Nature CNN 1.69M parameters",
         "command": "python bench/paramserver.py " + " ".join(sys.argv[1:]),
@@ -313,6 +352,7 @@ def main(argv=None) -> int:
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "seconds": round(time.time() - started, 1),
         "rows": rows,
+        "shard_cpu_ms_breakdown": parts,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

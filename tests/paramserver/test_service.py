@@ -227,3 +227,14 @@ def test_a_malformed_push_is_invalid_argument(shard):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed PushPullRequest" in error.details()
     assert proc.alive()
+
+
+def test_a_bad_flag_is_one_line_and_exit_2(run_dir_factory, processes):
+    run_dir = run_dir_factory()
+    proc = processes("bad-flag", "paramserver", "--run-dir", str(run_dir.path),
+                     "--replicas_to_aggregate", "0")
+    assert proc.popen.wait(60) == 2
+    out = proc.output().strip()
+    assert "replicas_to_aggregate must be at least 1" in out
+    assert "Traceback" not in out and len(out.splitlines()) == 1
+    assert run_dir.read_address("paramserver", 0) is None
