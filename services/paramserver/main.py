@@ -69,8 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = writer.write(final)
         else:
             path = directory / checkpoint.file_name(final.version)
-        print(f"ba3c paramserver {ctx.index}: final checkpoint {path}", flush=True)
-        log.info("final checkpoint", path=str(path), version=final.version)
+        if path is None:
+            print(f"ba3c paramserver {ctx.index}: the final checkpoint could not be written "
+                  f"(see the log); the newest one in {directory} is kept", flush=True)
+        else:
+            print(f"ba3c paramserver {ctx.index}: final checkpoint {path}", flush=True)
+            log.info("final checkpoint", path=str(path), version=final.version)
     ctx.telemetry.close()
     log.info("stopped", version=shard.version)
     return 0
