@@ -9,7 +9,10 @@ Measures, in one run:
 
 The compute limit is L = 1 / (1/E + 1/I + 1/T): every agent step costs one environment
 step, one inference and one training sample on the same cores. Target: e2e >= 0.8 L.
-Prints a Markdown table and writes bench/results/learner.json.
+T, I and E are measured before and after the end-to-end run and averaged, so that load
+from other processes on a shared machine weighs on both sides of the ratio alike (the
+load average is recorded too). Prints a Markdown table and writes
+bench/results/learner.json.
 
     .venv/bin/python bench/learner.py [--env ALE/Breakout-v5] [--seconds 20] [--pools 1]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -122,11 +126,16 @@ def main() -> int:
     cfg.model.model = "auto"
     cfg.simulator.simulator_procs = args.envs_per_pool
     predict_batch = args.pools * args.envs_per_pool
-    raw = raw_rates(cfg, args.batch_size, predict_batch, min(args.seconds, 10.0))
-    limit = 1.0 / sum(1.0 / v for v in raw.values())
+    raw_seconds = min(args.seconds, 10.0) / 2
+    before = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="ba3c-bench-") as tmp:
         e2e = end_to_end(args.env, args.pools, args.envs_per_pool, args.batch_size,
                          args.seconds, Path(tmp))
+    load.append(os.getloadavg()[0])
+    after = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
+    raw = {k: (before[k] + after[k]) / 2 for k in before}
+    limit = 1.0 / sum(1.0 / v for v in raw.values())
     result = {
         "env": args.env, "model": models.resolve_kind(cfg, envs.describe(cfg).observation_shape),
         "pools": args.pools, "envs_per_pool": args.envs_per_pool,
@@ -134,6 +143,7 @@ def main() -> int:
         "train_samples_per_s": raw["T"], "inference_samples_per_s": raw["I"],
         "env_steps_per_s": raw["E"], "limit_steps_per_s": limit,
         "end_to_end_steps_per_s": e2e, "ratio": e2e / limit, "target_ratio": 0.8,
+        "raw_before": before, "raw_after": after, "load_average_1min": load,
     }
     print("| measure | samples or steps / s |\n| --- | ---: |")
     print(f"| T: train (batch {args.batch_size}) | {raw['T']:,.0f} |")
@@ -142,6 +152,7 @@ def main() -> int:
     print(f"| L = 1/(1/E+1/I+1/T) | {limit:,.0f} |")
     print(f"| end-to-end ({args.pools} pool(s)) | {e2e:,.0f} |")
     print(f"| ratio end-to-end / L | {e2e / limit:.2f} (target 0.80) |")
+    print(f"\n1-minute load average before/after the end-to-end run: {load[0]:.1f} / {load[1]:.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
