@@ -24,7 +24,7 @@ from ba3c import rpc, service
 log = structlog.get_logger()
 
 ROLE = "evaluator"
-VERSION_POLL = 1.0  # seconds between version checks when eval_every_versions is set
+VERSION_POLL = 1.0  # seconds between looks at the shards while no evaluation is due
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

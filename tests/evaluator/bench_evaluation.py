@@ -9,6 +9,7 @@ figures move, ratios much less).
 
 from __future__ import annotations
 
+import resource
 import statistics
 import tempfile
 import time
@@ -36,15 +37,30 @@ def playing(folder: Path) -> dict[str, float]:
     runs = {"play": Evaluation(cfg, None), "play+record": Evaluation(cfg, folder / "videos")}
     weights = models.get_weights(runs["play"].model)
     rates: dict[str, list[float]] = {label: [] for label in runs}
+    cpu: dict[str, list[float]] = {label: [] for label in runs}
     for evaluation in runs.values():
         evaluation.run(weights, 0, 0)  # warm-up: traces the model
     for _ in range(REPEATS):  # interleaved, so that the machine's load hits both alike
         for label, evaluation in runs.items():
+            before = cpu_seconds()
             result = evaluation.run(weights, 0, 0)
-            rates[label].append(result.episodes[0].length / result.seconds)
+            steps = result.episodes[0].length
+            cpu[label].append((cpu_seconds() - before) / steps)
+            rates[label].append(steps / result.seconds)
     for evaluation in runs.values():
         evaluation.close()
-    return {label: statistics.median(r) for label, r in rates.items()}
+    out = {label: statistics.median(r) for label, r in rates.items()}
+    out.update({f"{label} cpu": statistics.median(c) for label, c in cpu.items()})
+    return out
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ffmpeg), in seconds."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def pulling(folder: Path) -> dict[str, float]:
@@ -78,9 +94,11 @@ def main() -> None:
         play = playing(Path(tmp))
         pull = pulling(Path(tmp))
     print(f"Breakout, Nature CNN, batch-1 inference, 1 TF thread, {REPEATS} x {STEPS} steps:")
-    for label, rate in play.items():
-        print(f"  {label:<14} median {rate:7.0f} agent steps/s")
-    print(f"  recording takes x{play['play'] / play['play+record']:.2f} the time of playing")
+    for label in ("play", "play+record"):
+        print(f"  {label:<14} median {play[label]:7.0f} agent steps/s (wall), "
+              f"{play[label + ' cpu'] * 1000:5.2f} CPU ms per step (incl. ffmpeg)")
+    print(f"  recording: x{play['play'] / play['play+record']:.2f} the wall time, "
+          f"x{play['play+record cpu'] / play['play cpu']:.2f} the CPU time of playing")
     print(f"Pull from a real paramserver, {pull['bytes'] / 2**20:.1f} MiB of parameters, "
           f"{PULLS} calls each:")
     for label in ("full pull", "unchanged pull"):
