@@ -112,6 +112,13 @@ class Cluster:
             code = proc.stop()
             print(f"----- {name} (exit {code}) -----\n{proc.output()[-2500:]}")
 
+    def rss_mb(self, name: str) -> float:
+        """Resident memory of the process `name` (the ba3c process itself), in MiB."""
+        for line in Path(f"/proc/{self.procs[name].pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"{name} has no VmRSS")
+
     def log(self, name: str) -> str:
         path = self.run_dir.log_path(*name.rsplit("-", 1))
         return path.read_text(errors="replace") if path.exists() else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ba3c import rpc, tensors
@@ -21,8 +21,10 @@ from tests.paramserver.support import Client, gradients, initial_values, launch,
 from tests.security.malformed import TRIED, broken_named, truncations
 from tests.support import make_run_dir
 
+# shrinking a failure against a live server takes minutes; the failing input is printed as is
+NO_SHRINK = (Phase.explicit, Phase.generate)
 EXAMPLES = 250
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, phases=NO_SHRINK,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow, HealthCheck.data_too_large])
 REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -148,7 +150,7 @@ def test_truncated_or_random_bytes_are_refused(shard, data):
     shard.assert_unchanged()
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
+@settings(max_examples=10, deadline=None, derandomize=True, phases=NO_SHRINK,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(megabytes=st.floats(1.01, 4.0))
 def test_a_message_over_the_limit_is_resource_exhausted(shard, megabytes):
