@@ -1,9 +1,10 @@
 """`Learner.Act`: the bidirectional stream each simulator pool holds with the learner.
 
 Per request: validate it (a bad one ends the stream with INVALID_ARGUMENT and changes
-nothing), attach the rewards and dones to the pool's memory, ask the predictor for
-logits and values of the new observations (batched with the other pools), sample the
-actions, remember the step, queue the transitions of every segment that closed, answer.
+nothing), ask the predictor for logits and values of the new observations (batched with
+the other pools), sample the actions and answer; then, while the pool steps its
+environments, attach the rewards and dones to the pool's memory, remember the new step,
+and queue the transitions of every segment that closed.
 
 A full transition queue blocks the stream, which slows its pool down instead of growing
 memory. A pool that disconnects loses its unfinished segments and nothing else.
@@ -181,18 +182,19 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
                 except BadRequest as e:
                     reason = f"bad request: {e}"
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-                if t > 0:
-                    self._queue(memory.record_outcomes(rewards, dones), context)
-                    self.progress.add_episodes(
-                        [ep.episode_return for ep in request.finished_episodes])
-                self.progress.add_frames(request.env_frames, spec.num_envs)
                 try:
                     logits, values = self.predictor.predict(obs)
                 except PredictorStopped:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "learner is stopping")
                 actions = sample_actions(logits, greedy=False, rng=rng)
-                self._queue(memory.add_steps(obs, actions, values), context)
+                self.progress.add_frames(request.env_frames, spec.num_envs)
+                self.progress.add_episodes(
+                    [ep.episode_return for ep in request.finished_episodes])
                 yield pb.ActResponse(actions=actions.tolist(), version=self.version())
+                # The memory work happens after answering, while the pool steps.
+                if t > 0:
+                    self._queue(memory.record_outcomes(rewards, dones), context)
+                self._queue(memory.add_steps(obs, actions, values), context)
         finally:
             self.progress.pool_left()
             log.info("pool left", pool=pool, reason=reason, steps_lost=memory.open_steps())
