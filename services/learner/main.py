@@ -15,6 +15,7 @@ import structlog
 
 from ba3c import envs, models, rpc, service
 from ba3c.v1 import learner_pb2_grpc
+from services.learner import metrics
 from services.learner.a3c import make_train_step
 from services.learner.act import ActServicer, ModelSpec, Progress
 from services.learner.predictor import Predictor
@@ -34,6 +35,13 @@ def _forward(model: models.PolicyValueModel):
 
 def main(argv: Sequence[str] | None = None) -> int:
     ctx = service.start(argv, ROLE, __doc__.splitlines()[0])
+    try:
+        return run(ctx)
+    finally:
+        ctx.telemetry.close()
+
+
+def run(ctx: service.ServiceContext) -> int:
     cfg, lc = ctx.cfg, ctx.cfg.learner
     threads = models.configure_threads(lc.threads)
     try:
@@ -66,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor(
         _forward(model), lc.predict_batch_size, lc.predict_wait_ms / 1000.0,
         waiting_streams_limit=lambda: max(1, progress.pools),
-        on_batch=lambda n: _observe_batch(n))
+        on_batch=metrics.PREDICT_BATCH.observe)
     servicer = ActServicer(
         ModelSpec(model.observation_shape, obs_dtype, model.num_actions), predictor,
         transitions, progress, lambda: shards.version, lc.t_max, lc.gamma,
@@ -77,10 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ctx.run_dir.sub("tensorboard") / ctx.name, ctx.stop)
     trainer.start()
 
-    server = rpc.make_server(
-        ctx.token, lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
-        host=ctx.host, port=ctx.args.port, max_message_bytes=rpc.message_limit(
-            cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"])
+    try:
+        server = rpc.make_server(
+            ctx.token, lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
+            host=ctx.host, port=ctx.args.port, max_message_bytes=rpc.message_limit(
+                cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"])
+    except OSError as e:
+        ctx.stop.set()
+        return service.fail(ROLE, str(e))
     ctx.run_dir.write_address(ROLE, ctx.index, server.address)
     log.info("learner serving", address=server.address, version=shards.version)
 
@@ -91,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor.stop()
     shards.close()  # cancels a PushPull in flight, so the trainer ends at once
     trainer.join(10)
-    ctx.telemetry.close()
     return 1 if trainer.error else 0
 
 
@@ -101,8 +112,3 @@ def _warm_up(model: models.PolicyValueModel, train_step, batch_size: int) -> Non
                             model.observation_dtype.as_numpy_dtype)
     model(observations[:1])
     train_step(observations, np.zeros(batch_size, np.int32), np.zeros(batch_size, np.float32))
-
-
-def _observe_batch(size: int) -> None:
-    from services.learner import metrics
-    metrics.PREDICT_BATCH.observe(size)
