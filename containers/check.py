@@ -7,7 +7,9 @@ Debian root filesystem under bubblewrap, for machines where Apptainer cannot be 
 For every definition (base first, then the services that start From it) it copies the
 parent's root filesystem, copies the `%files`, runs `%post` with /bin/sh -e, then runs
 `%test` and `%runscript --help` with `%environment` sourced, and prints one line per image:
-whether the recipe installs, whether the service starts, and how much the step added.
+whether the recipe installs, whether the service starts, and how much the step added. Then
+(unless --no-run) the four service images train CartPole together for a minute or so, each
+in its own root filesystem, meeting in one bound run directory as under Slurm.
 
 What stands in for what: `Bootstrap: docker / From: python:3.11-slim-bookworm` is emulated
 by `debootstrap --variant=minbase bookworm` plus Debian's python3 (3.11) and pip, without
@@ -23,9 +25,11 @@ downloads a few hundred MB the first time (kept under --work).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,7 +128,9 @@ def host_pip_binds() -> list[str]:
     return binds
 
 
-def bwrap(rootfs: Path, command: list[str], log, env: dict[str, str] | None = None) -> int:
+def bwrap_args(rootfs: Path, env: dict[str, str] | None = None,
+               binds: list[str] = ()) -> list[str]:
+    """bwrap options that enter `rootfs` as /, sharing the host's network."""
     base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
     base_env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
@@ -137,10 +143,15 @@ def bwrap(rootfs: Path, command: list[str], log, env: dict[str, str] | None = No
     args = ["bwrap", "--bind", str(rootfs), "/", "--dev", "/dev", "--proc", "/proc",
             "--perms", "1777", "--tmpfs", "/tmp",
             "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf", *ca_binds,
-            *host_pip_binds(), "--unshare-pid", "--die-with-parent", "--clearenv"]
+            *host_pip_binds(), *binds, "--unshare-pid", "--die-with-parent", "--clearenv"]
     for key, value in base_env.items():
         args += ["--setenv", key, value]
-    return run([*args, *command], log)
+    return args
+
+
+def bwrap(rootfs: Path, command: list[str], log, env: dict[str, str] | None = None,
+          binds: list[str] = ()) -> int:
+    return run([*bwrap_args(rootfs, env, binds), *command], log)
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -224,12 +235,81 @@ def build(definition: Definition, parent: Path, work: Path, log) -> tuple[Result
     return result, rootfs
 
 
+SMOKE_FLAGS = ["--env", "CartPole-v1", "--ps", "1", "--learners", "1", "--pools", "1",
+               "--no-record_node", "--eval_every", "5", "--eval_episodes", "1",
+               "--simulator_procs", "2", "--batch_size", "32", "--save_every", "20"]
+
+
+def newest_version(run_dir: Path) -> int:
+    names = (run_dir / "checkpoints" / "paramserver-0").glob("ckpt-*.ckpt")
+    return max((int(p.name[5:17]) for p in names), default=-1)
+
+
+def evaluated_versions(run_dir: Path) -> list[int]:
+    path = run_dir / "eval.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(x)["version"] for x in lines if x.strip()]
+
+
+def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) -> str:
+    """The four images train CartPole together, each service in its own root filesystem,
+    meeting in one bound run directory as under Slurm: "ok" once the shard checkpointed a
+    trained version and the evaluator evaluated one, and every service stopped cleanly."""
+    run_dir = work / "smoke-run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir()
+    binds = ["--bind", str(run_dir), str(run_dir)]
+    if bwrap(rootfs["paramserver"], ["ba3c", "init-run", "--run-dir", str(run_dir),
+                                     *SMOKE_FLAGS], log, binds=binds) != 0:
+        return "init-run failed"
+    procs: dict[str, subprocess.Popen] = {}
+    verdict = f"no trained checkpoint and evaluation within {timeout:.0f} s"
+    try:
+        for role in SERVICES:
+            procs[role] = subprocess.Popen(
+                [*bwrap_args(rootfs[role], binds=binds), "ba3c", role, "--run-dir",
+                 str(run_dir), "--index", "0"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [r for r, p in procs.items() if p.poll() is not None]
+            if dead:
+                verdict = f"{', '.join(dead)} exited early"
+                break
+            if newest_version(run_dir) > 0 and any(v > 0 for v in evaluated_versions(run_dir)):
+                verdict = "ok"
+                break
+            time.sleep(1)
+    finally:
+        for role in reversed(SERVICES):   # the shard last: it writes a final checkpoint
+            proc = procs.get(role)
+            if proc is None or proc.poll() is not None:
+                continue
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    codes = {role: p.returncode for role, p in procs.items()}
+    if verdict == "ok" and any(codes.values()):
+        verdict = f"stopped with exit codes {codes}"
+    if verdict == "ok":
+        verdict += (f" (shard version {newest_version(run_dir)}, "
+                    f"{len(evaluated_versions(run_dir))} evaluations)")
+    return verdict
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "containers-check",
                         help="Where root filesystems and the log go (kept between runs).")
     parser.add_argument("names", nargs="*", help="Definitions to check (default: all); "
                         "the base is always built first.")
+    parser.add_argument("--no-run", action="store_true",
+                        help="Skip the smoke run (the four images training CartPole).")
     args = parser.parse_args(argv)
     for tool in ("bwrap", "debootstrap"):
         if shutil.which(tool) is None:
@@ -251,15 +331,23 @@ def main(argv: list[str] | None = None) -> int:
         base_result, base_rootfs = build(defs["base"], python, args.work, log)
         results.append(base_result)
         print(row(base_result), flush=True)
+        built: dict[str, Path] = {}
         if base_result.ok:
             for name in SERVICES:
                 if name not in wanted:
                     continue
-                result, rootfs = build(defs[name], base_rootfs, args.work, log)
+                result, built[name] = build(defs[name], base_rootfs, args.work, log)
                 results.append(result)
                 print(row(result), flush=True)
-                shutil.rmtree(rootfs)
-    failed = [r.name for r in results if not r.ok]
+        failed = [r.name for r in results if not r.ok]
+        if not failed and set(built) == set(SERVICES) and not args.no_run:
+            print("smoke run   the four images train CartPole together ...", flush=True)
+            verdict = smoke_run(built, args.work, log)
+            print(f"smoke run   {verdict}", flush=True)
+            if not verdict.startswith("ok"):
+                failed.append("smoke run")
+        for rootfs in built.values():
+            shutil.rmtree(rootfs)
     print("check.py: " + (f"FAILED: {', '.join(failed)} (see {log_path})" if failed
                           else "every recipe installs and its service starts"))
     return 1 if failed else 0
