@@ -24,6 +24,7 @@ from services.learner.trainer import Trainer
 
 log = structlog.get_logger()
 ROLE = "learner"
+MAX_POOL_STREAMS = 60  # Act streams served at once (of 64 server threads)
 
 
 def _forward(model: models.PolicyValueModel):
@@ -89,7 +90,11 @@ def run(ctx: service.ServiceContext) -> int:
         server = rpc.make_server(
             ctx.token, lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
             host=ctx.host, port=ctx.args.port, max_message_bytes=rpc.message_limit(
-                cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"])
+                cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"],
+            # a stream holds a thread for its whole life: pools beyond this are refused at
+            # once (RESOURCE_EXHAUSTED; they back off and retry) instead of queueing
+            # without bound for a thread
+            max_concurrent_rpcs=MAX_POOL_STREAMS)
     except OSError as e:
         ctx.stop.set()
         return service.fail(ROLE, str(e))

@@ -66,7 +66,7 @@ class Trainer:
         self.progress = progress
         self.batch_size = batch_size
         self.stop = stop
-        self.writer = tf.summary.create_file_writer(str(tensorboard_dir))
+        self.writer = tf.summary.create_file_writer(str(tensorboard_dir), flush_millis=5_000)
         self.steps = 0
         self.error: BaseException | None = None
         self._last_summary = 0.0

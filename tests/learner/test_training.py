@@ -32,8 +32,18 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
     elapsed = time.monotonic() - start
     print(f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
           f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)")
-    events = list((run_dir.sub("tensorboard") / "learner-0").glob("events.out.tfevents.*"))
-    assert events, "no TensorBoard events written"
+    wait_for(lambda: {"online/return_mean", "train/total", "train/entropy"}
+             <= tensorboard_tags(run_dir.sub("tensorboard") / "learner-0"), 30,
+             "the online score and losses in TensorBoard")
+
+
+def tensorboard_tags(folder) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    return set(tags.get("tensors", [])) | set(tags.get("scalars", []))
 
 
 @pytest.mark.slow
