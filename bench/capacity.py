@@ -48,8 +48,7 @@ from ba3c.rundir import RunDir  # noqa: E402
 from ba3c.sharding import Assignment  # noqa: E402
 from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
-from bench.common import (  # noqa: E402
-    RESULTS, fmt, machine, markdown, percentile, process_cpu_seconds, spread)
+from bench.common import RESULTS, fmt, machine, markdown, percentile, process_cpu_seconds, spread  # noqa: E402
 from tests.support import ba3c_command, make_run_dir  # noqa: E402
 
 PUSHPULL = "/ba3c.v1.ParameterServer/PushPull"
@@ -261,7 +260,7 @@ class _background:
 
 def summarise(mode: str, n: int, samples: list, records: list) -> dict:
     windows = []
-    for (t0, cpu0, applied0, v0), (t1, cpu1, applied1, v1) in zip(samples, samples[1:]):
+    for (t0, cpu0, applied0, v0), (t1, cpu1, applied1, v1) in zip(samples, samples[1:], strict=False):
         latencies = [1e3 * (end - start) for start, end, outcome in records
                      if t0 <= end < t1 and outcome >= 0]
         applied = applied1 - applied0
