@@ -260,7 +260,8 @@ class _background:
 
 def summarise(mode: str, n: int, samples: list, records: list) -> dict:
     windows = []
-    for (t0, cpu0, applied0, v0), (t1, cpu1, applied1, v1) in zip(samples, samples[1:], strict=False):
+    pairs = zip(samples, samples[1:], strict=False)
+    for (t0, cpu0, applied0, v0), (t1, cpu1, applied1, v1) in pairs:
         latencies = [1e3 * (end - start) for start, end, outcome in records
                      if t0 <= end < t1 and outcome >= 0]
         applied = applied1 - applied0
