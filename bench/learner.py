@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -86,7 +87,8 @@ def counter(address: str, name: str) -> float:
 
 
 def end_to_end(env: str, pools: int, envs_per_pool: int, batch: int, seconds: float,
-               workdir: Path) -> float:
+               workdir: Path, windows: int = 1) -> list[float]:
+    """Agent steps/s in each of `windows` consecutive windows that share `seconds`."""
     run_dir = make_run_dir(workdir / "run", env=env, batch_size=batch, pools=pools,
                            simulator_procs=envs_per_pool)
     started = [Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
@@ -103,9 +105,12 @@ def end_to_end(env: str, pools: int, envs_per_pool: int, batch: int, seconds: fl
         steps = "ba3c_learner_agent_steps_total"
         wait_for(lambda: counter(address, "ba3c_learner_train_steps_total") >= 5, 180,
                  "5 training steps")
-        s0, t0 = counter(address, steps), time.perf_counter()
-        time.sleep(seconds)  # measuring a rate over a fixed window, not synchronising
-        return (counter(address, steps) - s0) / (time.perf_counter() - t0)
+        rates = []
+        for _ in range(windows):
+            s0, t0 = counter(address, steps), time.perf_counter()
+            time.sleep(seconds / windows)  # measuring a rate over a fixed window
+            rates.append((counter(address, steps) - s0) / (time.perf_counter() - t0))
+        return rates
     finally:
         for p in reversed(started):
             p.stop()
@@ -118,6 +123,9 @@ def main() -> int:
     parser.add_argument("--pools", type=int, default=1)
     parser.add_argument("--envs_per_pool", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--windows", type=int, default=1,
+                        help="Split the end-to-end measurement into this many windows; "
+                             "their median is reported, with min and max.")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "learner.json"))
     args = parser.parse_args()
 
@@ -130,8 +138,9 @@ def main() -> int:
     before = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="ba3c-bench-") as tmp:
-        e2e = end_to_end(args.env, args.pools, args.envs_per_pool, args.batch_size,
-                         args.seconds, Path(tmp))
+        rates = end_to_end(args.env, args.pools, args.envs_per_pool, args.batch_size,
+                           args.seconds, Path(tmp), args.windows)
+    e2e = statistics.median(rates)
     load.append(os.getloadavg()[0])
     after = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
     raw = {k: (before[k] + after[k]) / 2 for k in before}
@@ -143,6 +152,8 @@ def main() -> int:
         "train_samples_per_s": raw["T"], "inference_samples_per_s": raw["I"],
         "env_steps_per_s": raw["E"], "limit_steps_per_s": limit,
         "end_to_end_steps_per_s": e2e, "ratio": e2e / limit, "target_ratio": 0.8,
+        "end_to_end_windows": {"median": e2e, "min": min(rates), "max": max(rates),
+                               "runs": rates},
         "raw_before": before, "raw_after": after, "load_average_1min": load,
     }
     print("| measure | samples or steps / s |\n| --- | ---: |")
