@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 import grpc
 import pytest
@@ -15,7 +16,7 @@ from ba3c.tls import RunTLS
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from tests.paramserver.support import launch, start_shard
-from tests.support import make_run_dir
+from tests.support import ROOT, ba3c_command, make_run_dir
 
 
 def status(channel: grpc.Channel) -> pb.StatusResponse:
@@ -88,3 +89,19 @@ def test_a_world_readable_ca_key_stops_the_service_with_one_line(run_dir_factory
     assert "ca.pem is readable by others" in out and "chmod 600" in out
     assert "Traceback" not in out
     assert run_dir.read_address("paramserver", 0) is None
+
+
+def test_a_whole_run_trains_over_tls(tmp_path):
+    """`ba3c train --tls`: shards, learner, pool, evaluator and the launcher all speak TLS."""
+    run_dir = tmp_path / "run"
+    done = subprocess.run(ba3c_command(
+        "train", "--run-dir", str(run_dir), "--tls", "--plain", "-e", "CartPole-v1",
+        "--model", "mlp", "--batch_size", "32", "--simulator_procs", "8", "--eval_every", "1",
+        "--eval_episodes", "1", "--eval_max_steps", "100", "--save_every", "5",
+        "--steps", "20", "--minutes", "4"), cwd=ROOT, capture_output=True, text=True,
+        timeout=360)
+    print(done.stdout[-2000:], done.stderr[-2000:])
+    assert done.returncode == 0
+    assert "reached --steps 20" in done.stdout
+    assert (run_dir / "eval.jsonl").read_text().strip(), "the evaluator never evaluated"
+    assert stat.S_IMODE(os.stat(run_dir / "tls" / "ca.pem").st_mode) == 0o600
