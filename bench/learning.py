@@ -1,0 +1,115 @@
+"""Learning speed: evaluation score against environment frames and wall-clock of a real run.
+
+    .venv/bin/python bench/learning.py --env PongNoFrameskip-v4 --minutes 60 [-- TRAIN FLAGS]
+    .venv/bin/python bench/learning.py --from-run runs/RUN_DIR      (summarise a finished run)
+
+Runs `ba3c train --minutes M -e ENV --plain` (any flags after `--` are passed on, e.g.
+`-- --pools 2 --eval_every 120`) in a new run directory (kept, under runs/ unless
+--run-dir says otherwise), then reads RUN_DIR/eval.jsonl, which the evaluator appends one
+line to per evaluation, and writes the curve (minutes, frames, version, mean score with
+min/max over the evaluation's episodes) to bench/results/learning.json with the machine's
+cores and load. Frames are environment frames (agent steps x frame_skip), the unit of
+published Atari curves (the A3C paper, Mnih et al. 2016, plots score against frames), so
+a long run can be laid over them. Not part of `make bench` (minutes to hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import RESULTS, machine, markdown  # noqa: E402
+from tests.support import ba3c_command  # noqa: E402
+
+
+def read_curve(run_dir: Path, started: float) -> list[dict]:
+    """One point per complete line of RUN_DIR/eval.jsonl; `started` is the run's start
+    (Unix seconds)."""
+    path = run_dir / "eval.jsonl"
+    if not path.exists():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written as we read
+        points.append({
+            "minutes": round((record["time"] - started) / 60, 3),
+            "env_frames": record["env_frames"], "version": record["version"],
+            "mean": record["mean"], "min": record["min"], "max": record["max"],
+            "episodes": record["episodes"],
+        })
+    return points
+
+
+def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]:
+    """Runs `ba3c train`; returns its run directory, start time and exit code."""
+    run_dir = args.run_dir or ROOT / "runs" / f"bench-learning-{datetime.now():%Y%m%d-%H%M%S}"
+    train_args = ["train", "--run-dir", str(run_dir), "--plain", "-e", args.env,
+                  "--minutes", f"{args.minutes:g}", *extra]
+    print("running: ba3c", " ".join(train_args), flush=True)
+    command = ba3c_command(*train_args)
+    started = time.time()
+    code = subprocess.call(command, cwd=ROOT)
+    return Path(run_dir), started, code
+
+
+def table(points: list[dict]) -> str:
+    return markdown(
+        ["minutes", "env frames", "version", "mean score [min-max]", "episodes"],
+        [[f"{p['minutes']:.1f}", f"{p['env_frames']:,}", p["version"],
+          f"{p['mean']:.1f} [{p['min']:.0f}-{p['max']:.0f}]", p["episodes"]] for p in points])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="PongNoFrameskip-v4")
+    parser.add_argument("--minutes", type=float, help="How long `ba3c train` runs.")
+    parser.add_argument("--run-dir", type=Path, help="Where the run lives (new directory).")
+    parser.add_argument("--from-run", type=Path, metavar="RUN_DIR",
+                        help="Do not train: summarise this run's eval.jsonl.")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning.json")
+    args = parser.parse_args(ours)
+    if args.from_run is None and (args.minutes is None or args.minutes <= 0):
+        parser.error("--minutes must be > 0 (or give --from-run RUN_DIR)")
+    if args.from_run is not None and not (args.from_run / "config.toml").exists():
+        parser.error(f"--from-run: {args.from_run} is not a run directory (no config.toml)")
+
+    before = machine()
+    if args.from_run is not None:
+        run_dir, code = args.from_run, 0
+        started = (run_dir / "config.toml").stat().st_mtime  # written when the run began
+    else:
+        run_dir, started, code = train(args, extra)
+    points = read_curve(run_dir, started)
+    print(f"\n{args.env if args.from_run is None else run_dir}: evaluation score against "
+          "wall-clock and environment frames\n")
+    print(table(points) if points else "(no evaluation finished: eval.jsonl is empty)")
+    report = {
+        "benchmark": "learning speed", "env": args.env if args.from_run is None else None,
+        "minutes": args.minutes, "run_dir": str(run_dir), "train_flags": extra,
+        "train_exit_code": code, "machine_before": before, "machine_after": machine(),
+        "curve": points,
+        "best_mean": max((p["mean"] for p in points), default=None),
+        "final_mean": points[-1]["mean"] if points else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
