@@ -1,6 +1,6 @@
 """`make bench`: the quick variant of every benchmark, then one table of targets.
 
-    .venv/bin/python bench/run_all.py [--only simulator paramserver learner capacity]
+    .venv/bin/python bench/run_all.py [--only learner paramserver capacity simulator]
                                       [--summarise-only]
 
 Runs each benchmark script as its own process (one after the other, so that they do not
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -28,10 +29,10 @@ from bench.common import RESULTS, fmt, machine, markdown  # noqa: E402
 
 # name -> the quick variant's arguments (a few minutes in all on 2 cores)
 QUICK = {
-    "simulator": ["--envs", "16", "--repeats", "3", "--seconds", "2"],
-    "paramserver": ["--shards", "1", "2", "4", "--repeats", "3", "--steps", "10"],
     "learner": ["--seconds", "30", "--windows", "3"],
+    "paramserver": ["--shards", "1", "2", "4", "--repeats", "3", "--steps", "10"],
     "capacity": ["--learners", "1", "2", "4", "8", "16", "--seconds", "2", "--repeats", "3"],
+    "simulator": ["--envs", "16", "--repeats", "3", "--seconds", "2"],
 }
 TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90}
 
@@ -56,55 +57,65 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def limit_rows(result: dict) -> list[list[str]]:
-    def raw(key: str) -> dict:
-        values = [result["raw_before"][key], result["raw_after"][key]]
-        return {"median": sum(values) / 2, "min": min(values), "max": max(values)}
-
-    e2e = result.get("end_to_end_windows") or {"median": result["end_to_end_steps_per_s"],
-                                               "min": result["end_to_end_steps_per_s"],
-                                               "max": result["end_to_end_steps_per_s"]}
-    rows = [
-        ["limit", f"E: env steps/s ({result['envs_per_pool']} envs)", fmt(raw("E")), ""],
-        ["limit", f"I: inference samples/s (batch {result['predict_batch']})", fmt(raw("I")), ""],
-        ["limit", f"T: train samples/s (batch {result['batch_size']})", fmt(raw("T")), ""],
-        ["limit", "L = 1/(1/E+1/I+1/T), agent steps/s", f"{result['limit_steps_per_s']:,.0f}", ""],
-        ["limit", f"end-to-end `ba3c train` agent steps/s ({result['pools']} pool)", fmt(e2e),
-         ""],
-        ["limit", "end-to-end / L", f"{result['ratio']:.2f}",
-         f">= {TARGETS['limit']:.2f} {verdict(result['ratio'] >= TARGETS['limit'])}"],
-    ]
-    return rows
+def spread_of(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def transport_rows(result: dict) -> list[list[str]]:
-    rows = []
+def limit_section(result: dict) -> tuple[list[list], str]:
+    raw = {k: spread_of([result["raw_before"][k], result["raw_after"][k]]) for k in "EIT"}
+    e2e = result.get("end_to_end_windows") or spread_of([result["end_to_end_steps_per_s"]])
+    ratio = result["ratio"]
+    table = markdown(["figure", "per second"], [
+        [f"E: raw env steps ({result['envs_per_pool']} envs, one pool)", fmt(raw["E"])],
+        [f"I: raw inference samples (batch {result['predict_batch']})", fmt(raw["I"])],
+        [f"T: raw train samples (batch {result['batch_size']})", fmt(raw["T"])],
+        ["L = 1/(1/E+1/I+1/T): agent steps", f"{result['limit_steps_per_s']:,.0f}"],
+        [f"end-to-end agent steps (1 paramserver, 1 learner, {result['pools']} pool)",
+         fmt(e2e)],
+        ["end-to-end / L", f"{ratio:.2f}"],
+    ])
+    target = [f"end-to-end / L ({result['env']}, {result['model']} model)", f"{ratio:.2f}",
+              f">= {TARGETS['limit']:.2f}", verdict(ratio >= TARGETS["limit"])]
+    return [target], "E, I and T before and after the end-to-end run, [min-max] of the two.\n\n" \
+        + table
+
+
+def transport_section(result: dict) -> tuple[list[list], str]:
     by = {(r["shards"], r["variant"], r["grad_dtype"]): r for r in result["rows"]}
-    for (shards, variant, dtype), r in sorted(by.items()):
-        if variant == "raw":
-            continue
-        raw = by[(shards, "raw", dtype)]
-        overhead = r["ratio_to_raw"] - 1
-        what = ("as a learner calls it (stub: encode, PushPull, decode)" if variant == "stub"
-                else "shard side only (pre-serialised bytes)")
-        target = (f"< {TARGETS['transport']:.0%} {verdict(overhead < TARGETS['transport'])}"
-                  if variant == "stub" else "")
-        rows.append(["transport", f"PushPull {shards} shard(s), {dtype} grads, {what}: "
-                     f"ms [min-max] vs raw gRPC {raw['median_ms']} ms",
-                     f"{r['median_ms']} [{r['min_ms']}-{r['max_ms']}] ms, overhead "
-                     f"{overhead:+.0%}", target])
-    return rows
+    rows, targets = [], []
+    for shards, dtype in sorted({(k[0], k[2]) for k in by}):
+        raw, server, stub = (by[(shards, v, dtype)] for v in ("raw", "server", "stub"))
+        overhead = stub["ratio_to_raw"] - 1
+        rows.append([shards, dtype, f"{raw['request_mb']} / {raw['reply_mb']}",
+                     f"{raw['median_ms']} [{raw['min_ms']}-{raw['max_ms']}]",
+                     f"{server['median_ms']} [{server['min_ms']}-{server['max_ms']}] "
+                     f"(x{server['ratio_to_raw']:.2f})",
+                     f"{stub['median_ms']} [{stub['min_ms']}-{stub['max_ms']}] "
+                     f"(x{stub['ratio_to_raw']:.2f})",
+                     f"{server['server_cpu_ms']}"])
+        targets.append([f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads",
+                        f"{overhead:+.0%}", f"< {TARGETS['transport']:.0%}",
+                        verdict(overhead < TARGETS["transport"])])
+    table = markdown(["shards", "grads", "request / reply MB", "raw gRPC ms",
+                      "shard, pre-serialised ms", "as a learner calls it ms",
+                      "shard CPU ms/step"], rows)
+    return targets, "Nature CNN (1.69M parameters) per step, all shards in parallel; " \
+        "x = ratio of medians to raw in the same run.\n\n" + table
 
 
-def simulator_rows(result: dict) -> list[list[str]]:
-    rows = []
+def simulator_section(result: dict) -> tuple[list[list], str]:
+    rows, targets = [], []
     for r in result["results"]:
         ratio = r["ratio_of_medians"]
-        rows.append(["simulator", f"pool of {r['num_envs']} envs over gRPC / raw stepping "
-                     f"(raw {fmt(r['raw'])}, grpc {fmt(r['grpc'])} steps/s)", f"{ratio:.2f}",
-                     f">= {TARGETS['simulator']:.2f} {verdict(ratio >= TARGETS['simulator'])}"
-                     if r["num_envs"] == 16 else ""])
-    return rows
+        rows.append([r["num_envs"], fmt(r["raw"]), fmt(r["grpc"]), f"{ratio:.2f}",
+                     fmt(r["round_trip_ms"], 2)])
+        if r["num_envs"] == 16:
+            targets.append(["simulator pool over gRPC / raw stepping, 16 envs", f"{ratio:.2f}",
+                            f">= {TARGETS['simulator']:.2f}",
+                            verdict(ratio >= TARGETS["simulator"])])
+    table = markdown(["envs", "raw steps/s", "over gRPC steps/s", "gRPC / raw",
+                      "Act round trip ms"], rows)
+    return targets, f"{result['env']}, random actions.\n\n" + table
 
 
 def knee(rows: list[dict]) -> int:
@@ -116,34 +127,33 @@ def knee(rows: list[dict]) -> int:
     return rows[-1]["learners"]
 
 
-def capacity_rows(result: dict) -> list[list[str]]:
-    rows = []
-    for mode in ("async", "sync"):
-        mine = [r for r in result["rows"] if r["mode"] == mode]
-        if not mine:
-            continue
-        for r in mine:
-            rows.append(["capacity", f"{mode}, {r['learners']} learner(s): applied pushes/s; "
-                         f"p50 / p99 ms; shard CPU ms/push",
-                         f"{fmt(r['applied_per_s'], 1)}; {fmt(r['p50_ms'], 1)} / "
-                         f"{fmt(r['p99_ms'], 1)}; {fmt(r['shard_cpu_ms_per_push'], 1)}", ""])
-        rows.append(["capacity", f"{mode}: knee (more learners add < 10% pushes/s)",
-                     f"N = {knee(mine)}", ""])
-    return rows
+def capacity_section(result: dict) -> tuple[list[list], str]:
+    from bench.capacity import table
+
+    knees = ", ".join(f"{mode} N = {knee([r for r in result['rows'] if r['mode'] == mode])}"
+                      for mode in ("async", "sync")
+                      if any(r["mode"] == mode for r in result["rows"]))
+    return [], (f"One shard of {result['shard_parameters']:,} parameters ({result['model']}, "
+                f"1 of {result['of_shards']}), {result['grad_dtype']} gradients, "
+                f"{result['repeats']} windows of {result['seconds_per_window']:g} s. Knee "
+                f"(more learners add < 10% pushes/s): {knees}.\n\n" + table(result["rows"]))
 
 
-SECTIONS = {"learner": limit_rows, "paramserver": transport_rows,
-            "simulator": simulator_rows, "capacity": capacity_rows}
+SECTIONS = {"learner": ("Limit ratio (bench/learner.py)", limit_section),
+            "paramserver": ("Transport (bench/paramserver.py)", transport_section),
+            "simulator": ("Simulator (bench/simulator.py)", simulator_section),
+            "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section)}
 
 
 def machine_line(name: str, result: dict, ran: dict | None) -> str:
     if ran:
-        return (f"{name}: load {ran['load_before'][0]:.1f} before / {ran['load_after'][0]:.1f} "
-                f"after, {ran['seconds']:.0f} s, exit {ran['exit_code']}")
+        return (f"{name}: 1-minute load {ran['load_before'][0]:.1f} before, "
+                f"{ran['load_after'][0]:.1f} after; {ran['seconds']:.0f} s; "
+                f"exit {ran['exit_code']}")
     m = result.get("machine") or result.get("machine_before") or {}
-    load_avg = m.get("load_average") or m.get("load_avg_at_start") or m.get(
-        "load_average_at_start") or result.get("load_average_1min")
-    return f"{name}: (not re-run) load {load_avg}"
+    load_avg = (m.get("load_average") or m.get("load_avg_at_start")
+                or m.get("load_average_at_start") or result.get("load_average_1min"))
+    return f"{name}: not re-run (results of an earlier run); load then {load_avg}"
 
 
 def main(argv=None) -> int:
@@ -157,7 +167,7 @@ def main(argv=None) -> int:
     if not args.summarise_only:
         for name in args.only:
             ran[name] = run(name)
-    rows, notes, results = [], [], {}
+    targets, sections, notes = [], [], []
     for name in QUICK:
         result = load(name)
         if result is None:
@@ -165,8 +175,10 @@ def main(argv=None) -> int:
             continue
         if name in ran and ran[name]["exit_code"] != 0:
             notes.append(f"{name}: FAILED (exit {ran[name]['exit_code']}); older results shown")
-        results[name] = result
-        rows += SECTIONS[name](result)
+        title, section = SECTIONS[name]
+        found, text = section(result)
+        targets += found
+        sections += [f"## {title}", "", text, ""]
         notes.append(machine_line(name, result, ran.get(name)))
     end = machine()
     text = "\n".join([
@@ -174,16 +186,16 @@ def main(argv=None) -> int:
         f"Machine: {start['cores']} cores; 1-minute load average {start['load_average'][0]} at "
         f"start, {end['load_average'][0]} at end. Figures: median [min-max] of repeats; "
         "ratios within one run.", "",
-        markdown(["benchmark", "figure", "value", "target"], rows), "",
-        *[f"- {n}" for n in notes],
+        "## Targets", "", markdown(["target", "measured", "goal", "verdict"], targets), "",
+        *sections, "## Load", "", *[f"- {n}" for n in notes],
     ])
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(text + "\n")
     (RESULTS / "summary.json").write_text(json.dumps({
         "machine_start": start, "machine_end": end, "runs": ran,
-        "rows": [dict(zip(["benchmark", "figure", "value", "target"], r, strict=True))
-                 for r in rows],
+        "targets": [dict(zip(["target", "measured", "goal", "verdict"], t, strict=True))
+                    for t in targets],
         "notes": notes}, indent=1) + "\n")
     print(f"\nwrote {RESULTS / 'summary.md'} and summary.json")
     return 1 if any(r["exit_code"] for r in ran.values()) else 0
