@@ -99,8 +99,11 @@ def transport_section(result: dict) -> tuple[list[list], str]:
     table = markdown(["shards", "grads", "request / reply MB", "raw gRPC ms",
                       "shard, pre-serialised ms", "as a learner calls it ms",
                       "shard CPU ms/step"], rows)
+    parts = result.get("shard_cpu_ms_breakdown", {})
+    breakdown = "; ".join(f"{name} {ms} ms" for name, ms in parts.items())
     return targets, "Nature CNN (1.69M parameters) per step, all shards in parallel; " \
-        "x = ratio of medians to raw in the same run.\n\n" + table
+        "x = ratio of medians to raw in the same run.\n\n" + table + \
+        (f"\n\nShard CPU per push, in-process, 1 shard: {breakdown}." if breakdown else "")
 
 
 def simulator_section(result: dict) -> tuple[list[list], str]:
@@ -145,6 +148,54 @@ SECTIONS = {"learner": ("Limit ratio (bench/learner.py)", limit_section),
             "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section)}
 
 
+def profile_pushpull(steps: int = 20) -> list[dict]:
+    """cProfile of a learner's side of PushPull (Nature CNN, 1 shard, float32 gradients,
+    encode + call + decode, in this thread) against a real `ba3c paramserver`: the top
+    functions by own time, in ms per step. Waiting for the reply (the shard's work and the
+    bytes on the wire) shows up as the gRPC call's own time."""
+    import cProfile
+    import tempfile
+
+    from ba3c import config as configuration
+    from ba3c import tensors
+    from ba3c.rundir import RunDir
+    from bench import paramserver as ps_bench
+
+    with tempfile.TemporaryDirectory(prefix="ba3c-bench-profile-") as tmp:
+        cfg = configuration.Config()
+        cfg.net.metrics = False
+        cfg.paramserver.save_every = 0
+        run_dir = RunDir(Path(tmp) / "run")
+        run_dir.create(cfg)
+        servers = ps_bench.Servers(run_dir, 1)
+        try:
+            setup = ps_bench.Setup(run_dir, 1)
+
+            def step() -> None:
+                reply = setup.stubs[0].PushPull(setup.request(0, "float32"), timeout=60)
+                tensors.decode_named(reply.parameters)
+
+            for _ in range(3):
+                step()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(steps):
+                step()
+            profiler.disable()
+            setup.close()
+        finally:
+            servers.stop()
+    import pstats
+
+    stats = pstats.Stats(profiler).stats
+    rows = sorted(((tt, f"{Path(file).name}:{line} {func}", calls)
+                   for (file, line, func), (_, calls, tt, _, _) in stats.items()), reverse=True)
+    total = sum(r[0] for r in rows)
+    return [{"function": name, "ms_per_step": round(1e3 * tt / steps, 2),
+             "share": round(tt / total, 3), "calls_per_step": calls / steps}
+            for tt, name, calls in rows[:10]]
+
+
 def machine_line(name: str, result: dict, ran: dict | None) -> str:
     if ran:
         return (f"{name}: 1-minute load {ran['load_before'][0]:.1f} before, "
@@ -160,6 +211,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(QUICK), default=list(QUICK))
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="Skip the cProfile of a learner's PushPull.")
     args = parser.parse_args(argv)
 
     start = machine()
@@ -180,6 +233,14 @@ def main(argv=None) -> int:
         targets += found
         sections += [f"## {title}", "", text, ""]
         notes.append(machine_line(name, result, ran.get(name)))
+    profile = []
+    if not args.summarise_only and not args.no_profile:
+        print("\n## cProfile of a learner's PushPull\n", flush=True)
+        profile = profile_pushpull()
+        sections += ["## Where a learner's PushPull goes (cProfile, Nature CNN, 1 shard, "
+                     "float32)", "", markdown(["function", "ms/step", "share", "calls/step"], [
+                         [p["function"], p["ms_per_step"], f"{p['share']:.0%}",
+                         f"{p['calls_per_step']:g}"] for p in profile]), ""]
     end = machine()
     text = "\n".join([
         f"# ba3c benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
@@ -196,7 +257,7 @@ def main(argv=None) -> int:
         "machine_start": start, "machine_end": end, "runs": ran,
         "targets": [dict(zip(["target", "measured", "goal", "verdict"], t, strict=True))
                     for t in targets],
-        "notes": notes}, indent=1) + "\n")
+        "notes": notes, "pushpull_profile": profile}, indent=1) + "\n")
     print(f"\nwrote {RESULTS / 'summary.md'} and summary.json")
     return 1 if any(r["exit_code"] for r in ran.values()) else 0
 
