@@ -52,3 +52,20 @@ def test_an_unknown_environment_is_one_line_and_exit_code_2(run_dir_factory, pro
     assert p.popen.wait(60) == 2
     out = p.output()
     assert "NoSuchGame-v9" in out and "Traceback" not in out
+
+
+def test_a_second_learner_waits_for_learner_0_to_initialise_the_shards(run_dir_factory,
+                                                                       processes):
+    run_dir = run_dir_factory(**CARTPOLE, learners=2)
+    processes("paramserver", "paramserver", "--run-dir", str(run_dir.path))
+    second = processes("learner-1", "learner", "--run-dir", str(run_dir.path), "--index", "1")
+    log = run_dir.log_path("learner", 1)
+    wait_for(lambda: "registered with shard" in log.read_text(), 120,
+             "learner 1 to register with the shard")
+    assert run_dir.read_address("learner", 1) is None, "learner 1 served without parameters"
+    assert second.alive()
+    processes("learner-0", "learner", "--run-dir", str(run_dir.path), "--index", "0")
+    wait_for(lambda: run_dir.read_address("learner", 0), 120, "learner 0 to serve")
+    wait_for(lambda: run_dir.read_address("learner", 1), 60,
+             "learner 1 to serve once the shard is initialised")
+    assert '"event": "initialize"' not in log.read_text(), "learner 1 initialised a shard"
