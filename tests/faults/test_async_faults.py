@@ -19,6 +19,8 @@ from tests.faults.cluster import STARTUP_SECONDS, Cluster, Progress, random_mome
 from tests.faults.summary import injected, recovered
 from tests.support import wait_for
 
+pytestmark = pytest.mark.slow  # real training runs, restarts import TensorFlow
+
 CASE = "async"
 
 

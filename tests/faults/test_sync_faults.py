@@ -11,6 +11,8 @@ from tests.faults.cluster import STARTUP_SECONDS, Cluster, random_moment
 from tests.faults.summary import injected, recovered
 from tests.support import wait_for
 
+pytestmark = pytest.mark.slow  # real training runs, restarts import TensorFlow
+
 GRACE = 5.0  # scheduling slack on a loaded 2-core machine
 
 

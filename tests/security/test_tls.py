@@ -91,6 +91,7 @@ def test_a_world_readable_ca_key_stops_the_service_with_one_line(run_dir_factory
     assert run_dir.read_address("paramserver", 0) is None
 
 
+@pytest.mark.slow
 def test_a_whole_run_trains_over_tls(tmp_path):
     """`ba3c train --tls`: shards, learner, pool, evaluator and the launcher all speak TLS."""
     run_dir = tmp_path / "run"
