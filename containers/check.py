@@ -271,6 +271,9 @@ def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) ->
                 [*bwrap_args(rootfs[role], binds=binds), "ba3c", role, "--run-dir",
                  str(run_dir), "--index", "0"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                # bwrap ignores SIGTERM (it would die and take the sandbox with it); the
+                # service inside installs its own handler and stops cleanly.
+                preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
