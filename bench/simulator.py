@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import logging
 import os
 import platform
 import pstats
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import structlog
 from prometheus_client import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +112,7 @@ def main() -> int:
     args = parser.parse_args()
 
     load_at_start = os.getloadavg()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cfg = Config()
     cfg.run.env = args.env
     results = []
