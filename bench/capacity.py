@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -164,6 +165,7 @@ class Learners:
     """`count` synthetic learner processes, reused across rounds."""
 
     def __init__(self, spec_path: Path, count: int, log_path: Path):
+        self.log_path = log_path
         log = open(log_path, "ab")  # noqa: SIM115
         self.procs = [subprocess.Popen(
             [sys.executable, __file__, "--learner", str(spec_path), str(i)], cwd=ROOT,
@@ -175,8 +177,8 @@ class Learners:
     def _expect(self, i: int, word: str) -> None:
         line = self.procs[i].stdout.readline().strip()
         if line != word:
-            raise RuntimeError(f"synthetic learner {i} said {line!r} instead of {word!r} "
-                               "(see its stderr in the benchmark's log)")
+            raise RuntimeError(f"synthetic learner {i} said {line!r} instead of {word!r}; "
+                               f"the learners' stderr ends with:\n{tail(self.log_path)}")
 
     def run(self, n: int, job: dict, out_dir: Path) -> list[list]:
         """Runs learners 0..n-1 for one round; returns all their call records."""
@@ -199,6 +201,10 @@ class Learners:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no output)"
+
+
 def sample(stub, pid: int) -> tuple[float, float, int, int]:
     """(time, shard CPU seconds, pushes applied, version) now."""
     now = time.monotonic()
@@ -211,10 +217,11 @@ def measure(mode: str, n: int, learners: Learners, variables: dict, args, workdi
     """One fresh shard, n learners, `repeats` windows; one result row."""
     run_dir = make_run_dir(workdir / f"run-{mode}-{n}", use_sync=mode == "sync",
                            replicas_to_aggregate=n, metrics=False, save_every=0, lr=1e-4)
-    log = open(workdir / f"paramserver-{mode}-{n}.out", "ab")  # noqa: SIM115
-    server = subprocess.Popen(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    log_path = workdir / f"paramserver-{mode}-{n}.out"
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         address = run_dir.wait_for_address("paramserver", 0, timeout=120)
         with rpc.make_channel(address, run_dir.read_secret()) as channel:
@@ -231,6 +238,9 @@ def measure(mode: str, n: int, learners: Learners, variables: dict, args, workdi
                 for t in bounds:
                     time.sleep(max(0.0, t - time.monotonic()))  # a measuring window's edge
                     samples.append(sample(stub, server.pid))
+    except Exception:
+        print(f"the paramserver's output ends with:\n{tail(log_path)}", file=sys.stderr)
+        raise
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -244,8 +254,7 @@ class _background:
     """Runs fn in a thread for the duration of a with-block; .result() afterwards."""
 
     def __init__(self, fn):
-        import concurrent.futures
-        self._pool = concurrent.futures.ThreadPoolExecutor(1)
+        self._pool = futures.ThreadPoolExecutor(1)
         self._future = self._pool.submit(fn)
 
     def __enter__(self):
