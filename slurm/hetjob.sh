@@ -127,14 +127,17 @@ launcher() {
 }
 
 # -- one task of a component (runs on the compute node, under srun) ----------------------
-# Runs the service with --index $SLURM_PROCID, passes SIGTERM on, and when the service
-# fails says which component and task failed, with the tail of its log.
+# Runs the service with --index $SLURM_PROCID and, when the service fails, says which
+# component and task failed, with the tail of its log. Slurm signals every process of the
+# step, the service included, so SIGTERM is only noted here, not passed on: a second
+# SIGTERM would reach the service while it handles the first.
 ba3c_task() {
   local component=$1 role=$2; shift 2
   local index=${SLURM_PROCID:-0} signalled=0 child="" code
-  trap 'signalled=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
+  trap 'signalled=1' TERM INT
   "$@" --index "$index" &
   child=$!
+  # A SIGTERM that came before the service existed did not reach it.
   [ "$signalled" = 0 ] || kill -TERM "$child" 2>/dev/null
   wait "$child"; code=$?
   while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
