@@ -86,10 +86,19 @@ def resolve_kind(cfg: Config, observation_shape: tuple[int, ...]) -> str:
     return kind
 
 
-def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:
-    """Orthogonal initial values (as in most A3C/PPO code), for dense and conv kernels."""
+ORTHOGONAL_MAX = 1 << 16  # larger kernels get scaled-normal values: QR would take seconds
+
+
+def _initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], gain: float
+                    ) -> np.ndarray:
+    """Orthogonal initial values (as in most A3C/PPO code) for kernels up to
+    ORTHOGONAL_MAX elements; larger ones (the CNNs' fc layer) get normal values with the
+    same scale per unit, gain / sqrt(fan_in), which costs no QR decomposition."""
     rows = int(np.prod(shape[:-1]))
     cols = shape[-1]
+    if rows * cols > ORTHOGONAL_MAX:
+        values = rng.standard_normal((rows, cols), dtype=np.float32) * (gain / np.sqrt(rows))
+        return values.reshape(shape).astype(np.float32)
     a = rng.standard_normal((max(rows, cols), min(rows, cols)), dtype=np.float32)
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))
@@ -117,9 +126,9 @@ class PolicyValueModel(tf.Module):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xBA3C]))
         self.variables_by_name: dict[str, tf.Variable] = {}
         features = self._build(rng)
-        self._add("policy/kernel", _orthogonal(rng, (features, self.num_actions), 0.01))
+        self._add("policy/kernel", _initial_kernel(rng, (features, self.num_actions), 0.01))
         self._add("policy/bias", np.zeros(self.num_actions, np.float32))
-        self._add("value/kernel", _orthogonal(rng, (features, 1), 1.0))
+        self._add("value/kernel", _initial_kernel(rng, (features, 1), 1.0))
         self._add("value/bias", np.zeros(1, np.float32))
         self.input_signature = tf.TensorSpec(
             (None, *self.observation_shape), observation_dtype, name="observations")
@@ -136,7 +145,7 @@ class PolicyValueModel(tf.Module):
             if kind == "conv":
                 h, w, c = shape
                 k = (s["size"], s["size"], c, s["filters"])
-                self._add(f"{name}/kernel", _orthogonal(rng, k, np.sqrt(2)))
+                self._add(f"{name}/kernel", _initial_kernel(rng, k, np.sqrt(2)))
                 self._add(f"{name}/bias", np.zeros(s["filters"], np.float32))
                 if s["padding"] == "SAME":
                     h, w = -(-h // s["stride"]), -(-w // s["stride"])
@@ -149,7 +158,7 @@ class PolicyValueModel(tf.Module):
             else:
                 units_in = int(np.prod(shape))
                 gain = np.sqrt(2) if s["activation"] == "relu" else 1.0
-                self._add(f"{name}/kernel", _orthogonal(rng, (units_in, s["units"]), gain))
+                self._add(f"{name}/kernel", _initial_kernel(rng, (units_in, s["units"]), gain))
                 self._add(f"{name}/bias", np.zeros(s["units"], np.float32))
                 shape = (s["units"],)
         return int(np.prod(shape))

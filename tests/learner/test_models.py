@@ -45,7 +45,7 @@ def test_a_network_that_does_not_fit_the_observations_is_refused():
 
 def test_names_are_stable_and_do_not_depend_on_what_else_was_built():
     first = models.variable_names_and_shapes(models.build_model(config(), IMAGE, 4))
-    models.build_model(config(model="tensorpack"), IMAGE, 4)
+    models.build_model(config(model="mlp"), (8,), 3)
     again = models.variable_names_and_shapes(models.build_model(config(), IMAGE, 4))
     assert first == again
     assert [n for n, _ in first] == [
