@@ -97,7 +97,8 @@ def test_a_pool_gets_one_valid_action_per_environment_and_training_follows(clust
     assert late.version >= 1
     pool.close()
     assert metric(run_dir, "ba3c_learner_agent_steps_total") >= 62 * N
-    assert metric(run_dir, "ba3c_learner_samples_trained_total") >= 5 * 16
+    wait_for(lambda: metric(run_dir, "ba3c_learner_samples_trained_total") >= 5 * 16, 30,
+             "the learner to count 5 batches of 16 samples")
 
 
 def test_episode_statistics_reach_the_online_score(cluster):

@@ -46,4 +46,5 @@ def test_both_shards_train_and_hold_their_pieces(run_dir_factory, processes):
     assert all(s.num_variables >= 1 for s in statuses)
     assert sum(s.num_parameters for s in statuses) == 1_686_693  # Nature CNN, 4 actions
     assert all(s.env_frames > 0 for s in statuses)
-    assert metric(run_dir, "ba3c_learner_train_steps_total") >= 3
+    wait_for(lambda: metric(run_dir, "ba3c_learner_train_steps_total") >= 3, 30,
+             "the learner to count its 3 training steps")
