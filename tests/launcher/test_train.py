@@ -84,9 +84,9 @@ def test_breakout_smoke_two_shards_with_recording(tmp_path):
     run_dir = tmp_path / "breakout"
     done = run_train(["--run-dir", str(run_dir), "-e", "ALE/Breakout-v5", "--ps", "2",
                       "--learners", "1", "--pools", "2", "--simulator_procs", "8",
-                      "--batch_size", "32", "--record_node", "--eval_every", "20",
+                      "--batch_size", "32", "--record_node", "--eval_every", "10",
                       "--eval_episodes", "1", "--eval_max_steps", "300", "--save_every", "20",
-                      "--minutes", "2", "--plain"], timeout=300)
+                      "--minutes", "2.5", "--plain"], timeout=360)
     print(done.stdout[-3000:], done.stderr[-3000:])
     assert done.returncode == 0, done.stderr
     assert list((run_dir / "videos").glob("*.mp4")), "no video recorded"
