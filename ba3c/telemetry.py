@@ -43,8 +43,16 @@ class Telemetry:
 
 def configure_logging(log_file: Path | None, level: int = logging.INFO, **bound) -> None:
     """JSON lines to `log_file` (append), key=value lines to stderr; `bound` on every line."""
+    def add_identity(_logger, _method, event):
+        # fixed for the process, so added to every line from every thread (contextvars
+        # would not reach threads started later)
+        for key, value in bound.items():
+            event.setdefault(key, value)
+        return event
+
     processors = [
         structlog.contextvars.merge_contextvars,
+        add_identity,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
@@ -67,7 +75,6 @@ def configure_logging(log_file: Path | None, level: int = logging.INFO, **bound)
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**bound)
 
 
 def start_metrics(host: str = "127.0.0.1", port: int = 0) -> tuple[object, int]:
