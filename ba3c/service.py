@@ -68,10 +68,20 @@ def make_parser(
 def stop_on_signals() -> threading.Event:
     """An event set by SIGTERM or SIGINT (main thread only)."""
     stop = threading.Event()
+    received: list[str] = []
 
     def handler(signum, _frame):
-        log.info("signal received, stopping", signal=signal.Signals(signum).name)
+        # Only set the event here: a handler that logged could wait forever on the log
+        # file's lock if the signal arrived while the main thread held it.
+        received.append(signal.Signals(signum).name)
         stop.set()
+
+    def announce():
+        stop.wait()
+        if received:
+            log.info("signal received, stopping", signal=received[0])
+
+    threading.Thread(target=announce, name="signal-announcer", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
