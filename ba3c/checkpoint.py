@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from ba3c.rundir import fsync_dir
+
 MAGIC = b"BA3CCKPT"
 FORMAT = 1
 _DIGEST = 32
@@ -132,18 +134,10 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for old in list_files(directory)[max(1, keep):]:
         old.unlink(missing_ok=True)
     return target
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(path: str | os.PathLike[str]) -> Checkpoint:
