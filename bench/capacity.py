@@ -49,7 +49,16 @@ from ba3c.rundir import RunDir  # noqa: E402
 from ba3c.sharding import Assignment  # noqa: E402
 from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
-from bench.common import RESULTS, fmt, machine, markdown, percentile, process_cpu_seconds, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS,
+    fmt,
+    machine,
+    markdown,
+    percentile,
+    process_cpu_seconds,
+    spread,
+    stop_process_groups,
+)
 from tests.support import ba3c_command, make_run_dir  # noqa: E402
 
 PUSHPULL = "/ba3c.v1.ParameterServer/PushPull"
@@ -191,14 +200,7 @@ class Learners:
         return [r for path in outs for r in json.loads(path.read_text())]
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(self.procs, grace=10)
 
 
 def tail(path: Path, chars: int = 3000) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,3 +69,15 @@ def process_cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             pass  # a thread that just ended
     return total / 1e9
+
+
+def stop_process_groups(procs: Sequence[subprocess.Popen], grace: float = 20.0) -> None:
+    """SIGTERM each child's process group, then SIGKILL the ones still there after `grace`."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)

@@ -56,6 +56,7 @@ from ba3c.rundir import RunDir  # noqa: E402
 from ba3c.sharding import Assignment  # noqa: E402
 from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
+from bench.common import stop_process_groups  # noqa: E402
 
 NATURE_CNN = [
     ("conv1/kernel", (8, 8, 4, 32)), ("conv1/bias", (32,)),
@@ -132,14 +133,7 @@ class Servers:
         return total / 1e9
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(self.procs, grace=20)
 
 
 # ---------------------------------------------------------------------------------------
