@@ -33,14 +33,13 @@ def available_cores() -> int:
 def fit_to_machine(cfg: Config, explicitly_set: set[str], cores: int | None = None) -> Config:
     """Fills in counts the user did not choose, from the cores this machine has.
 
-    One learner and one shard do the work of a small machine; simulator pools get about a
-    core each, since the learner's TensorFlow takes the rest.
+    One learner and one shard do the work of a small machine; one simulator pool (whose
+    emulator threads use every core) per two cores leaves the rest to the learner's
+    TensorFlow. Only --pools is chosen here; everything else keeps its configured value.
     """
     cores = cores or available_cores()
     if "pools" not in explicitly_set:
         cfg.simulator.pools = max(1, min(8, cores // 2))
-    if "simulator_procs" not in explicitly_set and cores <= 4:
-        cfg.simulator.simulator_procs = 16
     return cfg
 
 
