@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make run      set up .venv and run a short local training"
 	@echo "make test     set up .venv (and system packages, as root) and run the tests"
-	@echo "make lint     ruff check"
+	@echo "make lint     ruff check and ruff format --check (CI runs it)"
 	@echo "make protos   regenerate ba3c/v1/*_pb2*.py from protos/"
 	@echo "make bench    run the benchmarks in bench/"
 	@echo "make containers-check  build every containers/*.def under bubblewrap (root, minutes)"
@@ -37,6 +37,7 @@ test: setup system-deps
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -103,25 +103,42 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
     arrays, entries, offset = [], [], 0
     for name, slot, array in _arrays(ckpt):
         array = np.require(array, dtype="<f4", requirements="C")
-        entries.append({"name": name, "slot": slot, "dtype": "<f4", "shape": list(array.shape),
-                        "offset": offset, "nbytes": array.nbytes})
+        entries.append(
+            {
+                "name": name,
+                "slot": slot,
+                "dtype": "<f4",
+                "shape": list(array.shape),
+                "offset": offset,
+                "nbytes": array.nbytes,
+            }
+        )
         arrays.append(array)
         offset += array.nbytes
-    header = json.dumps({
-        "format": FORMAT, "shard": ckpt.shard, "version": ckpt.version,
-        "env_frames": ckpt.env_frames,
-        "optimizer": {"name": ckpt.optimizer, "step": ckpt.optimizer_step},
-        "extra": ckpt.extra, "arrays": entries,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }).encode()
+    header = json.dumps(
+        {
+            "format": FORMAT,
+            "shard": ckpt.shard,
+            "version": ckpt.version,
+            "env_frames": ckpt.env_frames,
+            "optimizer": {"name": ckpt.optimizer, "step": ckpt.optimizer_step},
+            "extra": ckpt.extra,
+            "arrays": entries,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+    ).encode()
     target = directory / file_name(ckpt.version)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             digest = hashlib.sha256()
-            for chunk in (MAGIC, struct.pack("<Q", len(header)), header,
-                          *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays)):
+            for chunk in (
+                MAGIC,
+                struct.pack("<Q", len(header)),
+                header,
+                *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays),
+            ):
                 digest.update(chunk)
                 f.write(chunk)
             f.write(digest.digest())
@@ -135,7 +152,7 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
             pass
         raise
     fsync_dir(directory)
-    for old in list_files(directory)[max(1, keep):]:
+    for old in list_files(directory)[max(1, keep) :]:
         old.unlink(missing_ok=True)
     return target
 
@@ -151,7 +168,7 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
             got = f.readinto(buf)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e}") from None
-    if got != size or size < len(MAGIC) + 8 + _DIGEST or bytes(buf[:len(MAGIC)]) != MAGIC:
+    if got != size or size < len(MAGIC) + 8 + _DIGEST or bytes(buf[: len(MAGIC)]) != MAGIC:
         raise CheckpointError(f"{path}: not a ba3c checkpoint (bad magic or too short)")
     view = memoryview(buf)
     if hashlib.sha256(view[:-_DIGEST]).digest() != bytes(view[-_DIGEST:]):
@@ -159,7 +176,7 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
     (header_len,) = struct.unpack_from("<Q", buf, len(MAGIC))
     start = len(MAGIC) + 8
     try:
-        header = json.loads(bytes(view[start:start + header_len]))
+        header = json.loads(bytes(view[start : start + header_len]))
     except ValueError as e:
         raise CheckpointError(f"{path}: unreadable header: {e}") from None
     if header.get("format") != FORMAT:
@@ -176,10 +193,15 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
         (params if e["slot"] is None else slots.setdefault(e["slot"], {}))[e["name"]] = array
     opt = header.get("optimizer") or {}
     return Checkpoint(
-        shard=int(header["shard"]), version=int(header["version"]),
-        env_frames=int(header["env_frames"]), parameters=params,
-        optimizer=opt.get("name", ""), optimizer_step=int(opt.get("step", 0)), slots=slots,
-        extra=header.get("extra") or {}, path=path,
+        shard=int(header["shard"]),
+        version=int(header["version"]),
+        env_frames=int(header["env_frames"]),
+        parameters=params,
+        optimizer=opt.get("name", ""),
+        optimizer_step=int(opt.get("step", 0)),
+        slots=slots,
+        extra=header.get("extra") or {},
+        path=path,
     )
 
 
@@ -211,8 +233,9 @@ def shard_directories(path: str | os.PathLike[str]) -> dict[int, Path]:
         path = path / "checkpoints"
     if not path.is_dir():
         return {}
-    found = {int(m.group(1)): p for p in path.iterdir()
-             if p.is_dir() and (m := _SHARD_DIR.match(p.name))}
+    found = {
+        int(m.group(1)): p for p in path.iterdir() if p.is_dir() and (m := _SHARD_DIR.match(p.name))
+    }
     return dict(sorted(found.items()))
 
 
@@ -231,8 +254,10 @@ def load_run_parameters(
     else:
         shards = shard_directories(path) or ({0: path} if list_files(path) else {})
         if not shards:
-            raise CheckpointError(f"no checkpoints under {path} (expected a run directory, "
-                                  "its checkpoints/ folder, a paramserver-K folder or a file)")
+            raise CheckpointError(
+                f"no checkpoints under {path} (expected a run directory, "
+                "its checkpoints/ folder, a paramserver-K folder or a file)"
+            )
         found = []
         for index, folder in shards.items():
             ckpt = newest(folder, on_corrupt)

@@ -89,7 +89,9 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     optimizer: str = knob(
-        "adam", "Optimizer applied on the parameter servers.", "-o",
+        "adam",
+        "Optimizer applied on the parameter servers.",
+        "-o",
         choices=("adam", "rmsprop", "sgd"),
     )
     lr: float = knob(0.001, "Learning rate.", "-l")
@@ -314,9 +316,7 @@ def parse_value(k: Knob, raw: Any, source: str) -> Any:
                 raise ValueError(raw)
             value = raw
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {k.name} expects {k.type.__name__}, got {raw!r}"
-        ) from None
+        raise ConfigError(f"{source}: {k.name} expects {k.type.__name__}, got {raw!r}") from None
     if k.choices and value not in k.choices:
         raise ConfigError(
             f"{source}: {k.name} must be one of {', '.join(map(str, k.choices))}, got {value!r}"
@@ -389,12 +389,20 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                 help_text += f" One of: {', '.join(map(str, k.choices))}."
             if k.type is bool:
                 group.add_argument(
-                    *k.aliases, k.flag, dest=k.name, default=None,
-                    action=argparse.BooleanOptionalAction, help=help_text,
+                    *k.aliases,
+                    k.flag,
+                    dest=k.name,
+                    default=None,
+                    action=argparse.BooleanOptionalAction,
+                    help=help_text,
                 )
             else:
                 group.add_argument(
-                    *k.aliases, k.flag, dest=k.name, default=None, metavar=k.type.__name__.upper(),
+                    *k.aliases,
+                    k.flag,
+                    dest=k.name,
+                    default=None,
+                    metavar=k.type.__name__.upper(),
                     help=help_text,
                 )
 
@@ -450,4 +458,3 @@ def to_toml(cfg: Config) -> str:
             lines.append(f"# {helps[name]}")
             lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
-

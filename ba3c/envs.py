@@ -123,9 +123,13 @@ def _atari(cfg: Config) -> _Atari | None:
 
 def _check_atari_config(cfg: Config) -> None:
     e = cfg.env
-    for name, value, low in (("frame_skip", e.frame_skip, 1), ("frame_stack", e.frame_stack, 1),
-                             ("frame_size", e.frame_size, 8), ("noop_max", e.noop_max, 0),
-                             ("max_episode_steps", e.max_episode_steps, 1)):
+    for name, value, low in (
+        ("frame_skip", e.frame_skip, 1),
+        ("frame_stack", e.frame_stack, 1),
+        ("frame_size", e.frame_size, 8),
+        ("noop_max", e.noop_max, 0),
+        ("max_episode_steps", e.max_episode_steps, 1),
+    ):
         if value < low:
             raise EnvError(f"--{name} must be at least {low}, got {value}")
 
@@ -174,14 +178,19 @@ def describe(cfg: Config) -> EnvSpec:
     if atari is not None:
         _check_atari_config(cfg)
         return EnvSpec(
-            env_id=cfg.run.env, observation_shape=_atari_observation_shape(cfg),
-            observation_dtype=np.dtype(np.uint8), num_actions=_atari_num_actions(atari.game),
+            env_id=cfg.run.env,
+            observation_shape=_atari_observation_shape(cfg),
+            observation_dtype=np.dtype(np.uint8),
+            num_actions=_atari_num_actions(atari.game),
             is_atari=True,
         )
     shape, num_actions = _vector_spec(cfg.run.env)
     return EnvSpec(
-        env_id=cfg.run.env, observation_shape=shape, observation_dtype=np.dtype(np.float32),
-        num_actions=num_actions, is_atari=False,
+        env_id=cfg.run.env,
+        observation_shape=shape,
+        observation_dtype=np.dtype(np.float32),
+        num_actions=num_actions,
+        is_atari=False,
     )
 
 
@@ -219,8 +228,14 @@ class EnvPool:
     spec: EnvSpec
     num_envs: int
 
-    def __init__(self, spec: EnvSpec, num_envs: int, clip_rewards: bool, episodic_life: bool,
-                 frames_per_step: int):
+    def __init__(
+        self,
+        spec: EnvSpec,
+        num_envs: int,
+        clip_rewards: bool,
+        episodic_life: bool,
+        frames_per_step: int,
+    ):
         self.spec = spec
         self.num_envs = num_envs
         self._clip = clip_rewards
@@ -251,15 +266,21 @@ class EnvPool:
         finished = []
         for i in np.flatnonzero(ended):
             length = int(self._lengths[i])
-            finished.append(Finished(int(i), float(self._returns[i]), length,
-                                     length * self._frames_per_step))
+            finished.append(
+                Finished(int(i), float(self._returns[i]), length, length * self._frames_per_step)
+            )
             self._returns[i] = 0
             self._lengths[i] = 0
         rewards = raw_rewards.astype(np.float32)
         if self._clip:
             np.clip(rewards, -1.0, 1.0, out=rewards)
-        return Step(observations=obs, rewards=rewards, dones=dones, finished=finished,
-                    frames=self.num_envs * self._frames_per_step)
+        return Step(
+            observations=obs,
+            rewards=rewards,
+            dones=dones,
+            finished=finished,
+            frames=self.num_envs * self._frames_per_step,
+        )
 
     def close(self) -> None:
         """Releases the emulators."""
@@ -316,23 +337,34 @@ def stack_last(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 class AtariPool(EnvPool):
     """Atari through ale-py's vector env: C++ threads, preprocessing done in C++."""
 
-    def __init__(self, cfg: Config, spec: EnvSpec, atari: _Atari, num_envs: int, seed: int,
-                 threads: int):
+    def __init__(
+        self, cfg: Config, spec: EnvSpec, atari: _Atari, num_envs: int, seed: int, threads: int
+    ):
         from ale_py.vector_env import AtariVectorEnv
 
-        super().__init__(spec, num_envs, cfg.env.clip_rewards, cfg.env.episodic_life,
-                         cfg.env.frame_skip)
+        super().__init__(
+            spec, num_envs, cfg.env.clip_rewards, cfg.env.episodic_life, cfg.env.frame_skip
+        )
         self._seed: int | None = seed
         self._env = AtariVectorEnv(
-            atari.game, num_envs, num_threads=threads,
+            atari.game,
+            num_envs,
+            num_threads=threads,
             max_num_frames_per_episode=cfg.env.max_episode_steps * cfg.env.frame_skip,
-            repeat_action_probability=atari.sticky, autoreset_mode="SameStep",
-            img_height=cfg.env.frame_size, img_width=cfg.env.frame_size,
-            grayscale=not cfg.env.rgb, stack_num=cfg.env.frame_stack,
-            frameskip=cfg.env.frame_skip, maxpool=True, noop_max=cfg.env.noop_max,
+            repeat_action_probability=atari.sticky,
+            autoreset_mode="SameStep",
+            img_height=cfg.env.frame_size,
+            img_width=cfg.env.frame_size,
+            grayscale=not cfg.env.rgb,
+            stack_num=cfg.env.frame_stack,
+            frameskip=cfg.env.frame_skip,
+            maxpool=True,
+            noop_max=cfg.env.noop_max,
             # Lives and rewards are handled here, so that scores stay unclipped and a lost
             # life does not reset the game.
-            episodic_life=False, life_loss_info=False, reward_clipping=False,
+            episodic_life=False,
+            life_loss_info=False,
+            reward_clipping=False,
             use_fire_reset=False,
         )
 
@@ -344,8 +376,7 @@ class AtariPool(EnvPool):
 
     def _step_raw(self, actions):
         obs, rewards, terminated, truncated, info = self._env.step(actions)
-        return (stack_last(obs), rewards.astype(np.float64), terminated | truncated,
-                info["lives"])
+        return (stack_last(obs), rewards.astype(np.float64), terminated | truncated, info["lives"])
 
     def close(self) -> None:
         self._env.close()
@@ -370,8 +401,12 @@ class GymPool(EnvPool):
 
     def _step_raw(self, actions):
         obs, rewards, terminated, truncated, _ = self._env.step(actions)
-        return (obs.astype(np.float32, copy=False), np.asarray(rewards, np.float64),
-                terminated | truncated, np.zeros(self.num_envs, np.int64))
+        return (
+            obs.astype(np.float32, copy=False),
+            np.asarray(rewards, np.float64),
+            terminated | truncated,
+            np.zeros(self.num_envs, np.int64),
+        )
 
     def close(self) -> None:
         self._env.close()
@@ -452,15 +487,24 @@ def make_eval_env(cfg: Config, seed: int, record: bool = False) -> EvalEnv:
     if atari is not None:
         e = cfg.env
         env = gym.make(
-            cfg.run.env, frameskip=1, repeat_action_probability=atari.sticky,
-            full_action_space=False, max_num_frames_per_episode=e.max_episode_steps * e.frame_skip,
+            cfg.run.env,
+            frameskip=1,
+            repeat_action_probability=atari.sticky,
+            full_action_space=False,
+            max_num_frames_per_episode=e.max_episode_steps * e.frame_skip,
         )
-        env = AtariPreprocessing(env, noop_max=e.noop_max, frame_skip=e.frame_skip,
-                                 screen_size=e.frame_size, terminal_on_life_loss=False,
-                                 grayscale_obs=not e.rgb)
+        env = AtariPreprocessing(
+            env,
+            noop_max=e.noop_max,
+            frame_skip=e.frame_skip,
+            screen_size=e.frame_size,
+            terminal_on_life_loss=False,
+            grayscale_obs=not e.rgb,
+        )
         env = FrameStackObservation(env, e.frame_stack, padding_type="zero")
     else:
         limit = _step_limit(cfg.run.env, cfg.env.max_episode_steps)
-        env = gym.make(cfg.run.env, max_episode_steps=limit,
-                       render_mode="rgb_array" if record else None)
+        env = gym.make(
+            cfg.run.env, max_episode_steps=limit, render_mode="rgb_array" if record else None
+        )
     return EvalEnv(env, spec, seed, record)

@@ -78,19 +78,20 @@ def resolve_kind(cfg: Config, observation_shape: tuple[int, ...]) -> str:
         kind = "nature" if len(observation_shape) == 3 else "mlp"
     image = kind in ("nature", "tensorpack")
     if image and len(observation_shape) != 3:
-        raise ModelError(f"model {kind} needs image observations [H, W, C], "
-                         f"got shape {list(observation_shape)}")
+        raise ModelError(
+            f"model {kind} needs image observations [H, W, C], got shape {list(observation_shape)}"
+        )
     if not image and len(observation_shape) != 1:
-        raise ModelError(f"model {kind} needs vector observations [D], "
-                         f"got shape {list(observation_shape)}")
+        raise ModelError(
+            f"model {kind} needs vector observations [D], got shape {list(observation_shape)}"
+        )
     return kind
 
 
 ORTHOGONAL_MAX = 1 << 16  # larger kernels get scaled-normal values: QR would take seconds
 
 
-def _initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], gain: float
-                    ) -> np.ndarray:
+def _initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:
     """Orthogonal initial values (as in most A3C/PPO code) for kernels up to
     ORTHOGONAL_MAX elements; larger ones (the CNNs' fc layer) get normal values with the
     same scale per unit, gain / sqrt(fan_in), which costs no QR decomposition."""
@@ -114,9 +115,15 @@ class PolicyValueModel(tf.Module):
     traced once. `variables_by_name` keeps the stable names in their fixed order.
     """
 
-    def __init__(self, kind: str, layers: list[tuple[str, str, dict]],
-                 observation_shape: tuple[int, ...], observation_dtype: tf.DType,
-                 num_actions: int, seed: int):
+    def __init__(
+        self,
+        kind: str,
+        layers: list[tuple[str, str, dict]],
+        observation_shape: tuple[int, ...],
+        observation_dtype: tf.DType,
+        num_actions: int,
+        seed: int,
+    ):
         super().__init__(name=None)
         self.kind = kind
         self.layers = layers
@@ -131,7 +138,8 @@ class PolicyValueModel(tf.Module):
         self._add("value/kernel", _initial_kernel(rng, (features, 1), 1.0))
         self._add("value/bias", np.zeros(1, np.float32))
         self.input_signature = tf.TensorSpec(
-            (None, *self.observation_shape), observation_dtype, name="observations")
+            (None, *self.observation_shape), observation_dtype, name="observations"
+        )
         self.forward = tf.function(self._forward, input_signature=[self.input_signature])
 
     def _add(self, name: str, value: np.ndarray) -> None:
@@ -195,8 +203,12 @@ class PolicyValueModel(tf.Module):
 # The interface the learner and the evaluator use
 
 
-def build_model(cfg: Config, observation_shape: tuple[int, ...], num_actions: int,
-                observation_dtype: str | np.dtype | None = None) -> PolicyValueModel:
+def build_model(
+    cfg: Config,
+    observation_shape: tuple[int, ...],
+    num_actions: int,
+    observation_dtype: str | np.dtype | None = None,
+) -> PolicyValueModel:
     """The network `cfg.model.model` picks, with initial values from cfg.run.seed.
 
     `observation_dtype` defaults to uint8 for images and float32 for vectors.
@@ -208,14 +220,16 @@ def build_model(cfg: Config, observation_shape: tuple[int, ...], num_actions: in
     if observation_dtype is None:
         observation_dtype = "uint8" if len(observation_shape) == 3 else "float32"
     dtype = tf.as_dtype(np.dtype(observation_dtype))
-    return PolicyValueModel(kind, _ARCHITECTURES[kind](cfg), observation_shape, dtype,
-                            num_actions, cfg.run.seed)
+    return PolicyValueModel(
+        kind, _ARCHITECTURES[kind](cfg), observation_shape, dtype, num_actions, cfg.run.seed
+    )
 
 
 def variable_names_and_shapes(model: PolicyValueModel) -> list[tuple[str, tuple[int, ...]]]:
     """[(stable name, shape)] in the model's fixed order."""
-    return [(name, tuple(int(d) for d in var.shape))
-            for name, var in model.variables_by_name.items()]
+    return [
+        (name, tuple(int(d) for d in var.shape)) for name, var in model.variables_by_name.items()
+    ]
 
 
 def assignment(cfg: Config, model: PolicyValueModel) -> Assignment:
@@ -239,14 +253,16 @@ def set_weights(model: PolicyValueModel, values: Mapping[str, np.ndarray]) -> No
     for name, value in values.items():
         expected = tuple(model.variables_by_name[name].shape)
         if tuple(np.shape(value)) != expected:
-            raise ModelError(f"variable {name!r}: shape {list(np.shape(value))}, "
-                             f"model has {list(expected)}")
+            raise ModelError(
+                f"variable {name!r}: shape {list(np.shape(value))}, model has {list(expected)}"
+            )
     for name, value in values.items():
         model.variables_by_name[name].assign(np.asarray(value, dtype=np.float32))
 
 
-def sample_actions(logits: np.ndarray, greedy: bool,
-                   rng: np.random.Generator | int | None = None) -> np.ndarray:
+def sample_actions(
+    logits: np.ndarray, greedy: bool, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """Actions from logits [B, A]: argmax if greedy, else sampled from softmax(logits)."""
     logits = np.asarray(logits, dtype=np.float64)
     if greedy:
@@ -258,8 +274,12 @@ def sample_actions(logits: np.ndarray, greedy: bool,
     return np.argmax(logits + gumbel, axis=1).astype(np.int32)
 
 
-def act(model: PolicyValueModel, observations: np.ndarray, greedy: bool = False,
-        rng: np.random.Generator | int | None = None) -> np.ndarray:
+def act(
+    model: PolicyValueModel,
+    observations: np.ndarray,
+    greedy: bool = False,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
     """int32 actions [B] for observations [B, ...] (greedy, or sampled from the policy)."""
     logits, _ = model(observations)
     return sample_actions(logits.numpy(), greedy, rng)

@@ -36,8 +36,10 @@ TEMPLATE = MONITORING / "prometheus.yml"
 # The line of the template that names the targets; replaced by one line per run.
 TARGETS_PLACEHOLDER = "/srv/ba3c/runs/RUN/targets/*.json"
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
-INSTALL_HINT = ("install Debian's package (apt-get install --no-install-recommends prometheus) "
-                "or pass --prometheus PATH")
+INSTALL_HINT = (
+    "install Debian's package (apt-get install --no-install-recommends prometheus) "
+    "or pass --prometheus PATH"
+)
 
 
 class MonitorError(RuntimeError):
@@ -59,8 +61,10 @@ def render_config(
     made absolute against `rules_base`, and optionally every interval set to
     `scrape_interval` (scrape timeout included, which must not exceed it)."""
     if TARGETS_PLACEHOLDER not in template:
-        raise MonitorError(f"the Prometheus template has no line naming {TARGETS_PLACEHOLDER!r} "
-                           "to replace with the runs' target files")
+        raise MonitorError(
+            f"the Prometheus template has no line naming {TARGETS_PLACEHOLDER!r} "
+            "to replace with the runs' target files"
+        )
     if not patterns:
         raise MonitorError("no run directories given")
     lines: list[str] = []
@@ -81,8 +85,11 @@ def render_config(
         elif stripped and not stripped.startswith("#"):
             in_rule_files = False
         if scrape_interval is not None:
-            line = re.sub(r"^(\s*(?:scrape_interval|scrape_timeout|evaluation_interval):\s*)\S+",
-                          lambda m: m.group(1) + scrape_interval, line)
+            line = re.sub(
+                r"^(\s*(?:scrape_interval|scrape_timeout|evaluation_interval):\s*)\S+",
+                lambda m: m.group(1) + scrape_interval,
+                line,
+            )
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -96,10 +103,16 @@ def config_for_runs(
     except OSError as e:
         raise MonitorError(f"cannot read the Prometheus template {template}: {e.strerror}") from e
     if scrape_interval is not None and not DURATION.match(scrape_interval):
-        raise MonitorError(f"--scrape-interval {scrape_interval!r} is not a Prometheus duration "
-                           "such as 5s, 500ms or 1m")
-    return render_config(text, [targets_pattern(d) for d in run_dirs],
-                         Path(template).resolve().parent, scrape_interval)
+        raise MonitorError(
+            f"--scrape-interval {scrape_interval!r} is not a Prometheus duration "
+            "such as 5s, 500ms or 1m"
+        )
+    return render_config(
+        text,
+        [targets_pattern(d) for d in run_dirs],
+        Path(template).resolve().parent,
+        scrape_interval,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -123,8 +136,14 @@ class LocalPrometheus:
     data/ (the time series). Port 0 picks a free port.
     """
 
-    def __init__(self, config_text: str, state_dir: Path, host: str = "127.0.0.1",
-                 port: int = 0, binary: str | None = None):
+    def __init__(
+        self,
+        config_text: str,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        binary: str | None = None,
+    ):
         self.binary = find_binary("prometheus", binary)
         self.state_dir = Path(state_dir)
         self.host = host
@@ -143,11 +162,16 @@ class LocalPrometheus:
     def start(self) -> LocalPrometheus:
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [self.binary, f"--config.file={self.config_path}",
-                 f"--storage.tsdb.path={self.state_dir / 'data'}",
-                 f"--web.listen-address={self.host}:{self.port}",
-                 "--web.enable-lifecycle"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    self.binary,
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={self.state_dir / 'data'}",
+                    f"--web.listen-address={self.host}:{self.port}",
+                    "--web.enable-lifecycle",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us; we stop it in order
             )
         return self
@@ -170,8 +194,10 @@ class LocalPrometheus:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise MonitorError(f"prometheus exited with code {self.exit_code()}; its log "
-                                   f"({self.log_path}) ends with:\n{self.log_tail()}")
+                raise MonitorError(
+                    f"prometheus exited with code {self.exit_code()}; its log "
+                    f"({self.log_path}) ends with:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as reply:
                     if reply.status == 200:
@@ -179,8 +205,9 @@ class LocalPrometheus:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
-        raise MonitorError(f"prometheus at {self.url} was not ready after {timeout}s; "
-                           f"see {self.log_path}")
+        raise MonitorError(
+            f"prometheus at {self.url} was not ready after {timeout}s; see {self.log_path}"
+        )
 
     def exit_code(self) -> int | None:
         return None if self._process is None else self._process.poll()
@@ -201,26 +228,46 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ba3c monitor",
         description="Start a local Prometheus that scrapes a run's processes, with the "
-                    "repository's recording and alerting rules; Ctrl-C stops it.",
+        "repository's recording and alerting rules; Ctrl-C stops it.",
     )
-    parser.add_argument("--run-dir", action="append", required=True, metavar="DIR",
-                        help="A run directory to watch (repeat for several runs).")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="Address Prometheus listens on (0.0.0.0: every interface).")
-    parser.add_argument("--port", type=int, default=9090,
-                        help="Port Prometheus listens on (0: any free port).")
-    parser.add_argument("--scrape-interval", metavar="DURATION",
-                        help="Scrape and rule evaluation interval, e.g. 1s (default: the "
-                             "template's).")
-    parser.add_argument("--state-dir", metavar="DIR",
-                        help="Where the configuration, log and data go (default: "
-                             "RUN_DIR/monitoring/ of the first run).")
+    parser.add_argument(
+        "--run-dir",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="A run directory to watch (repeat for several runs).",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address Prometheus listens on (0.0.0.0: every interface).",
+    )
+    parser.add_argument(
+        "--port", type=int, default=9090, help="Port Prometheus listens on (0: any free port)."
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        metavar="DURATION",
+        help="Scrape and rule evaluation interval, e.g. 1s (default: the template's).",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="Where the configuration, log and data go (default: "
+        "RUN_DIR/monitoring/ of the first run).",
+    )
     parser.add_argument("--prometheus", metavar="PATH", help="The prometheus binary to run.")
-    parser.add_argument("--template", default=str(TEMPLATE), metavar="FILE",
-                        help="The Prometheus configuration to start from.")
-    parser.add_argument("--print-config", action="store_true",
-                        help="Print the generated configuration and exit (for a site's "
-                             "Prometheus).")
+    parser.add_argument(
+        "--template",
+        default=str(TEMPLATE),
+        metavar="FILE",
+        help="The Prometheus configuration to start from.",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the generated configuration and exit (for a site's Prometheus).",
+    )
     return parser
 
 
@@ -239,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(config_text, end="")
             return 0
         state_dir = Path(args.state_dir) if args.state_dir else run_dirs[0] / "monitoring"
-        prometheus = LocalPrometheus(config_text, state_dir, args.host, args.port,
-                                     args.prometheus)
+        prometheus = LocalPrometheus(config_text, state_dir, args.host, args.port, args.prometheus)
     except MonitorError as e:
         parser.exit(2, f"ba3c monitor: error: {e}\n")
     return serve(prometheus, run_dirs)
@@ -255,14 +301,19 @@ def serve(prometheus: LocalPrometheus, run_dirs: Sequence[Path]) -> int:
     try:
         prometheus.wait_ready()
         names = ", ".join(d.name for d in run_dirs)
-        print(f"Prometheus for {names}: {prometheus.url}\n"
-              f"  targets: {prometheus.url}/targets   alerts: {prometheus.url}/alerts\n"
-              f"  data and log: {prometheus.state_dir}\n"
-              "  Ctrl-C stops it.", flush=True)
+        print(
+            f"Prometheus for {names}: {prometheus.url}\n"
+            f"  targets: {prometheus.url}/targets   alerts: {prometheus.url}/alerts\n"
+            f"  data and log: {prometheus.state_dir}\n"
+            "  Ctrl-C stops it.",
+            flush=True,
+        )
         while not stop.wait(0.5):
             if not prometheus.alive():
-                raise MonitorError(f"prometheus exited with code {prometheus.exit_code()}; "
-                                   f"its log ends with:\n{prometheus.log_tail()}")
+                raise MonitorError(
+                    f"prometheus exited with code {prometheus.exit_code()}; "
+                    f"its log ends with:\n{prometheus.log_tail()}"
+                )
     except MonitorError as e:
         print(f"ba3c monitor: error: {e}", file=sys.stderr)
         return 1

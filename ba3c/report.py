@@ -32,7 +32,11 @@ DPI = 100
 ONLINE_RETURN = "online/return_mean"
 LOSS_TAGS = ("train/total", "train/policy", "train/value", "train/entropy", "train/grad_norm")
 EVAL_MEAN, EVAL_MIN, EVAL_MAX, EVAL_FRAMES = (
-    "eval/score_mean", "eval/score_min", "eval/score_max", "eval/env_frames")
+    "eval/score_mean",
+    "eval/score_min",
+    "eval/score_max",
+    "eval/env_frames",
+)
 
 
 class ReportError(RuntimeError):
@@ -120,31 +124,46 @@ class RunData:
     evaluations: list[dict]
 
     def empty(self) -> bool:
-        return (not self.evaluations and not self.evaluator.by_tag
-                and not any(s.by_tag for s in self.learners.values()))
+        return (
+            not self.evaluations
+            and not self.evaluator.by_tag
+            and not any(s.by_tag for s in self.learners.values())
+        )
 
 
 def load_run(run_dir: Path) -> RunData:
     tensorboard = Path(run_dir) / "tensorboard"
-    learners = {d.name: read_scalars(d)
-                for d in sorted(tensorboard.glob("learner-*")) if d.is_dir()}
-    return RunData(learners=learners, evaluator=read_scalars(tensorboard / "eval"),
-                   evaluations=read_evaluations(Path(run_dir) / "eval.jsonl"))
+    learners = {
+        d.name: read_scalars(d) for d in sorted(tensorboard.glob("learner-*")) if d.is_dir()
+    }
+    return RunData(
+        learners=learners,
+        evaluator=read_scalars(tensorboard / "eval"),
+        evaluations=read_evaluations(Path(run_dir) / "eval.jsonl"),
+    )
 
 
 def evaluation_curve(data: RunData) -> list[tuple[float, float, float, float]]:
     """(env_frames, mean, min, max) per evaluation, from eval.jsonl or else the events."""
     if data.evaluations:
-        return sorted((float(r["env_frames"]), float(r["mean"]),
-                       float(r.get("min", r["mean"])), float(r.get("max", r["mean"])))
-                      for r in data.evaluations)
+        return sorted(
+            (
+                float(r["env_frames"]),
+                float(r["mean"]),
+                float(r.get("min", r["mean"])),
+                float(r.get("max", r["mean"])),
+            )
+            for r in data.evaluations
+        )
     by_step: dict[int, dict[str, float]] = defaultdict(dict)
     for tag in (EVAL_MEAN, EVAL_MIN, EVAL_MAX, EVAL_FRAMES):
         for p in data.evaluator.get(tag):
             by_step[p.step][tag] = p.value
-    return sorted((v[EVAL_FRAMES], v[EVAL_MEAN], v.get(EVAL_MIN, v[EVAL_MEAN]),
-                   v.get(EVAL_MAX, v[EVAL_MEAN]))
-                  for v in by_step.values() if EVAL_FRAMES in v and EVAL_MEAN in v)
+    return sorted(
+        (v[EVAL_FRAMES], v[EVAL_MEAN], v.get(EVAL_MIN, v[EVAL_MEAN]), v.get(EVAL_MAX, v[EVAL_MEAN]))
+        for v in by_step.values()
+        if EVAL_FRAMES in v and EVAL_MEAN in v
+    )
 
 
 def frame_rates(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -158,8 +177,15 @@ def frame_rates(points: Sequence[tuple[float, float]]) -> tuple[list[float], lis
 
 
 def _no_data(ax, what: str) -> None:
-    ax.text(0.5, 0.5, f"no {what} in this run yet", ha="center", va="center",
-            transform=ax.transAxes, color="gray")
+    ax.text(
+        0.5,
+        0.5,
+        f"no {what} in this run yet",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="gray",
+    )
 
 
 def plot_score(data: RunData, plt, path: Path) -> None:
@@ -174,8 +200,12 @@ def plot_score(data: RunData, plt, path: Path) -> None:
     for name, scalars in data.learners.items():
         points = scalars.get(ONLINE_RETURN)
         if points:
-            ax.plot([p.step for p in points], [p.value for p in points], alpha=0.7,
-                    label=f"online return ({name})")
+            ax.plot(
+                [p.step for p in points],
+                [p.value for p in points],
+                alpha=0.7,
+                label=f"online return ({name})",
+            )
             drawn = True
     if drawn:
         ax.legend(loc="best")
@@ -193,11 +223,13 @@ def plot_speed(data: RunData, plt, path: Path) -> None:
     for name, scalars in data.learners.items():
         series[name] = [(p.wall_time, float(p.step)) for p in scalars.get(ONLINE_RETURN)]
     if data.evaluations:
-        series["all (evaluations)"] = sorted((float(r["time"]), float(r["env_frames"]))
-                                             for r in data.evaluations if "time" in r)
+        series["all (evaluations)"] = sorted(
+            (float(r["time"]), float(r["env_frames"])) for r in data.evaluations if "time" in r
+        )
     else:
-        series["all (evaluations)"] = [(p.wall_time, p.value)
-                                       for p in data.evaluator.get(EVAL_FRAMES)]
+        series["all (evaluations)"] = [
+            (p.wall_time, p.value) for p in data.evaluator.get(EVAL_FRAMES)
+        ]
     starts = [pts[0][0] for pts in series.values() if pts]
     drawn = False
     for name, points in series.items():
@@ -209,8 +241,7 @@ def plot_speed(data: RunData, plt, path: Path) -> None:
         ax.legend(loc="best")
     else:
         _no_data(ax, "frame counts")
-    ax.set(title="Environment frames per second", xlabel="minutes since start",
-           ylabel="frames/s")
+    ax.set(title="Environment frames per second", xlabel="minutes since start", ylabel="frames/s")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -246,8 +277,9 @@ def import_pyplot():
         import matplotlib
         import tensorboard  # noqa: F401 - the event protobufs
     except ModuleNotFoundError as e:
-        raise ReportError(f"`ba3c report` needs {e.name}, which is not installed; "
-                          f"{INSTALL_HINT}") from None
+        raise ReportError(
+            f"`ba3c report` needs {e.name}, which is not installed; {INSTALL_HINT}"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -259,8 +291,10 @@ def write_report(run_dir: Path, out_dir: Path) -> list[Path]:
     plt = import_pyplot()
     data = load_run(run_dir)
     if data.empty():
-        raise ReportError(f"nothing to plot: no TensorBoard scalars under "
-                          f"{Path(run_dir) / 'tensorboard'} and no {Path(run_dir) / 'eval.jsonl'}")
+        raise ReportError(
+            f"nothing to plot: no TensorBoard scalars under "
+            f"{Path(run_dir) / 'tensorboard'} and no {Path(run_dir) / 'eval.jsonl'}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, plot in PLOTS.items():
@@ -273,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ba3c report",
         description="Plot a run's scores, frames per second and losses to PNG files, from "
-                    "its TensorBoard events and eval.jsonl.",
+        "its TensorBoard events and eval.jsonl.",
     )
     parser.add_argument("--run-dir", required=True, help="The run directory.")
     parser.add_argument("--out", help="Folder for the PNG files (default: RUN_DIR/report/).")

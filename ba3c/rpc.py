@@ -132,8 +132,12 @@ class _ClientToken(
 
     def _details(self, details):
         return _CallDetails(
-            details.method, details.timeout, [*(details.metadata or ()), self._pair],
-            details.credentials, details.wait_for_ready, getattr(details, "compression", None),
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._pair],
+            details.credentials,
+            details.wait_for_ready,
+            getattr(details, "compression", None),
         )
 
     def intercept_unary_unary(self, continuation, details, request):
@@ -166,8 +170,9 @@ class _CallDetails(grpc.ClientCallDetails):
 class Server:
     """A started gRPC server with its health service; `port` is the bound port."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer,
-                 host: str, port: int):
+    def __init__(
+        self, server: grpc.Server, health_servicer: health.HealthServicer, host: str, port: int
+    ):
         self.grpc = server
         self.health = health_servicer
         self.host = host
@@ -178,8 +183,11 @@ class Server:
         return f"{self.host}:{self.port}"
 
     def set_serving(self, service: str = "", serving: bool = True) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         self.health.set(service, status)
 
     def stop(self, grace: float = 2.0) -> None:
@@ -237,19 +245,23 @@ def make_server(
 
 def retry_service_config(services: Iterable[str], max_attempts: int = 5) -> str:
     """gRPC service config: retry UNAVAILABLE with exponential backoff; wait for ready."""
-    return json.dumps({
-        "methodConfig": [{
-            "name": [{"service": s} for s in services],
-            "waitForReady": True,
-            "retryPolicy": {
-                "maxAttempts": max_attempts,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "2s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }]
-    })
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": s} for s in services],
+                    "waitForReady": True,
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
 
 
 def make_channel(

@@ -184,7 +184,7 @@ class RunDir:
         if not folder.is_dir():
             return out
         for p in folder.glob(f"{role}-*"):
-            suffix = p.name[len(role) + 1:]
+            suffix = p.name[len(role) + 1 :]
             if suffix.isdigit():
                 text = p.read_text().strip()
                 if text:
@@ -192,7 +192,11 @@ class RunDir:
         return dict(sorted(out.items()))
 
     def wait_for_address(
-        self, role: str, index: int, timeout: float | None = None, poll: float = 0.1,
+        self,
+        role: str,
+        index: int,
+        timeout: float | None = None,
+        poll: float = 0.1,
         stop=None,
     ) -> str:
         """Polls until addresses/ROLE-I exists; raises TimeoutError after `timeout` seconds.
@@ -218,10 +222,12 @@ class RunDir:
 
     def write_target(self, role: str, index: int, address: str, run: str | None = None) -> None:
         """One file_sd entry; the labels run/role/index are attached by Prometheus."""
-        entry = [{
-            "targets": [address],
-            "labels": {"run": run or self.path.name, "role": role, "index": str(index)},
-        }]
+        entry = [
+            {
+                "targets": [address],
+                "labels": {"run": run or self.path.name, "role": role, "index": str(index)},
+            }
+        ]
         atomic_write(self.target_path(role, index), json.dumps(entry, indent=1) + "\n")
 
     def remove_target(self, role: str, index: int) -> None:

@@ -50,14 +50,17 @@ def make_parser(
     prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=description,
+        prog=prog,
+        description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run-dir", required=True, help="The run directory (see DESIGN.md).")
     parser.add_argument("--index", type=int, default=0, help="Index of this process in its role.")
     parser.add_argument(
-        "--port", type=int, default=0, help="Port to listen on (0: any free port, published "
-        "in RUN_DIR/addresses/)."
+        "--port",
+        type=int,
+        default=0,
+        help="Port to listen on (0: any free port, published in RUN_DIR/addresses/).",
     )
     if add_arguments is not None:
         add_arguments(parser)
@@ -115,8 +118,15 @@ def start(
     host = rpc.bind_host(cfg.net.host)
     tele = telemetry.setup(run_dir, role, args.index, host=host, metrics=cfg.net.metrics)
     return ServiceContext(
-        args=args, cfg=cfg, run_dir=run_dir, token=token, index=args.index, role=role,
-        host=host, telemetry=tele, stop=stop_on_signals(),
+        args=args,
+        cfg=cfg,
+        run_dir=run_dir,
+        token=token,
+        index=args.index,
+        role=role,
+        host=host,
+        telemetry=tele,
+        stop=stop_on_signals(),
     )
 
 

@@ -20,13 +20,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Piece:
-    name: str               # name on the wire and on the shard
-    variable: str           # the model variable it is cut from
+    name: str  # name on the wire and on the shard
+    variable: str  # the model variable it is cut from
     shape: tuple[int, ...]  # shape of the piece
-    start: int              # rows [start, stop) of the variable's first axis
+    start: int  # rows [start, stop) of the variable's first axis
     stop: int
     shard: int
-    whole: bool             # True if the piece is the whole variable
+    whole: bool  # True if the piece is the whole variable
 
     @property
     def size(self) -> int:
@@ -89,7 +89,7 @@ class Assignment:
         out: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_shards)]
         for p in self.pieces:
             array = values[p.variable]
-            out[p.shard][p.name] = array if p.whole else array[p.start:p.stop]
+            out[p.shard][p.name] = array if p.whole else array[p.start : p.stop]
         return out
 
     def join(self, pieces: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ class Telemetry:
 
 def configure_logging(log_file: Path | None, level: int = logging.INFO, **bound) -> None:
     """JSON lines to `log_file` (append), key=value lines to stderr; `bound` on every line."""
+
     def add_identity(_logger, _method, event):
         # fixed for the process, so added to every line from every thread (contextvars
         # would not reach threads started later)
@@ -87,9 +88,7 @@ def setup(
     run_dir: RunDir, role: str, index: int, host: str = "127.0.0.1", metrics: bool = True
 ) -> Telemetry:
     run_dir.ensure()
-    configure_logging(
-        run_dir.log_path(role, index), run=run_dir.path.name, role=role, index=index
-    )
+    configure_logging(run_dir.log_path(role, index), run=run_dir.path.name, role=role, index=index)
     server, address = None, None
     if metrics:
         server, port = start_metrics(host)

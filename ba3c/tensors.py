@@ -33,8 +33,14 @@ _FROM_NUMPY: dict[np.dtype, int] = {
     np.dtype("int32"): pb.INT32,
     np.dtype("int64"): pb.INT64,
 }
-_BY_NAME = {"float32": pb.FLOAT32, "bfloat16": pb.BFLOAT16, "float16": pb.FLOAT16,
-            "uint8": pb.UINT8, "int32": pb.INT32, "int64": pb.INT64}
+_BY_NAME = {
+    "float32": pb.FLOAT32,
+    "bfloat16": pb.BFLOAT16,
+    "float16": pb.FLOAT16,
+    "uint8": pb.UINT8,
+    "int32": pb.INT32,
+    "int64": pb.INT64,
+}
 
 # No tensor may declare more elements than this (2**34 float32 = 64 GiB): a guard
 # against huge declared shapes overflowing the size arithmetic.

@@ -63,18 +63,25 @@ from tests.support import ba3c_command, make_run_dir  # noqa: E402
 
 PUSHPULL = "/ba3c.v1.ParameterServer/PushPull"
 NATURE_CNN = [  # as in bench/paramserver.py and ba3c/models.py (84x84x4 input, 4 actions)
-    ("conv1/kernel", (8, 8, 4, 32)), ("conv1/bias", (32,)),
-    ("conv2/kernel", (4, 4, 32, 64)), ("conv2/bias", (64,)),
-    ("conv3/kernel", (3, 3, 64, 64)), ("conv3/bias", (64,)),
-    ("fc/kernel", (3136, 512)), ("fc/bias", (512,)),
-    ("policy/kernel", (512, 4)), ("policy/bias", (4,)),
-    ("value/kernel", (512, 1)), ("value/bias", (1,)),
+    ("conv1/kernel", (8, 8, 4, 32)),
+    ("conv1/bias", (32,)),
+    ("conv2/kernel", (4, 4, 32, 64)),
+    ("conv2/bias", (64,)),
+    ("conv3/kernel", (3, 3, 64, 64)),
+    ("conv3/bias", (64,)),
+    ("fc/kernel", (3136, 512)),
+    ("fc/bias", (512,)),
+    ("policy/kernel", (512, 4)),
+    ("policy/bias", (4,)),
+    ("value/kernel", (512, 1)),
+    ("value/bias", (1,)),
 ]
 TINY = [("fc/kernel", (32, 16)), ("fc/bias", (16,)), ("value/kernel", (16, 1))]
 
 
-def tensorpack_variables(fc_neurons: int, frame_size: int = 84, channels: int = 4,
-                         actions: int = 4) -> list[tuple[str, tuple[int, ...]]]:
+def tensorpack_variables(
+    fc_neurons: int, frame_size: int = 84, channels: int = 4, actions: int = 4
+) -> list[tuple[str, tuple[int, ...]]]:
     """The seed's CNN (ba3c/models.py `tensorpack`): 4 SAME convs, 2x2 pools after the
     first three, fc `fc_neurons`. Computed here so that no process needs TensorFlow."""
     variables, c, side = [], channels, frame_size
@@ -83,16 +90,24 @@ def tensorpack_variables(fc_neurons: int, frame_size: int = 84, channels: int = 
         c = filters
         if i < 3:
             side //= 2
-    variables += [("fc/kernel", (side * side * c, fc_neurons)), ("fc/bias", (fc_neurons,)),
-                  ("policy/kernel", (fc_neurons, actions)), ("policy/bias", (actions,)),
-                  ("value/kernel", (fc_neurons, 1)), ("value/bias", (1,))]
+    variables += [
+        ("fc/kernel", (side * side * c, fc_neurons)),
+        ("fc/bias", (fc_neurons,)),
+        ("policy/kernel", (fc_neurons, actions)),
+        ("policy/bias", (actions,)),
+        ("value/kernel", (fc_neurons, 1)),
+        ("value/bias", (1,)),
+    ]
     return variables
 
 
 def shard_variables(model: str, fc_neurons: int, of_shards: int) -> dict[str, list[int]]:
     """{piece name: shape} of shard 0 when the model is split `of_shards` ways."""
-    variables = {"nature": NATURE_CNN, "tiny": TINY,
-                 "tensorpack": tensorpack_variables(fc_neurons)}[model]
+    variables = {
+        "nature": NATURE_CNN,
+        "tiny": TINY,
+        "tensorpack": tensorpack_variables(fc_neurons),
+    }[model]
     assignment = Assignment(variables, of_shards, splits={"fc/kernel": of_shards})
     zeros = {n: np.zeros(s, np.float32) for n, s in variables}
     return {name: list(a.shape) for name, a in assignment.split(zeros)[0].items()}
@@ -133,25 +148,33 @@ def learner(spec_path: Path, index: int) -> int:
     `end` (time.monotonic, which all processes share) and writes one record per call."""
     spec = json.loads(spec_path.read_text())
     rng = np.random.default_rng(index)
-    grads = {n: (0.01 * rng.standard_normal(s)).astype(np.float32)
-             for n, s in spec["variables"].items()}
+    grads = {
+        n: (0.01 * rng.standard_normal(s)).astype(np.float32) for n, s in spec["variables"].items()
+    }
     body = pb.PushPullRequest(
-        gradients=tensors.encode_named(grads, spec["grad_dtype"])).SerializeToString()
+        gradients=tensors.encode_named(grads, spec["grad_dtype"])
+    ).SerializeToString()
     client_id = f"learner-{index}"
     print("ready", flush=True)
     for line in sys.stdin:
         job = json.loads(line)
         run_dir = RunDir(job["run_dir"])
         records = []
-        with rpc.make_channel(run_dir.read_address("paramserver", 0),
-                              run_dir.read_secret()) as channel:
-            version = pb_grpc.ParameterServerStub(channel).Register(
-                pb.RegisterRequest(client_id=client_id, role=pb.LEARNER), timeout=60).version
-            push = channel.unary_unary(PUSHPULL, request_serializer=None,
-                                       response_deserializer=None)
+        with rpc.make_channel(
+            run_dir.read_address("paramserver", 0), run_dir.read_secret()
+        ) as channel:
+            version = (
+                pb_grpc.ParameterServerStub(channel)
+                .Register(pb.RegisterRequest(client_id=client_id, role=pb.LEARNER), timeout=60)
+                .version
+            )
+            push = channel.unary_unary(
+                PUSHPULL, request_serializer=None, response_deserializer=None
+            )
             while (started := time.monotonic()) < job["end"]:
-                head = pb.PushPullRequest(client_id=client_id, version=version,
-                                          samples=32, env_frames=32).SerializeToString()
+                head = pb.PushPullRequest(
+                    client_id=client_id, version=version, samples=32, env_frames=32
+                ).SerializeToString()
                 try:
                     reply = push(head + body, timeout=job["end"] - started + 2.0)
                 except grpc.RpcError as error:
@@ -176,18 +199,28 @@ class Learners:
     def __init__(self, spec_path: Path, count: int, log_path: Path):
         self.log_path = log_path
         log = open(log_path, "ab")  # noqa: SIM115
-        self.procs = [subprocess.Popen(
-            [sys.executable, __file__, "--learner", str(spec_path), str(i)], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            start_new_session=True) for i in range(count)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--learner", str(spec_path), str(i)],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+            for i in range(count)
+        ]
         for i in range(count):
             self._expect(i, "ready")
 
     def _expect(self, i: int, word: str) -> None:
         line = self.procs[i].stdout.readline().strip()
         if line != word:
-            raise RuntimeError(f"synthetic learner {i} said {line!r} instead of {word!r}; "
-                               f"the learners' stderr ends with:\n{tail(self.log_path)}")
+            raise RuntimeError(
+                f"synthetic learner {i} said {line!r} instead of {word!r}; "
+                f"the learners' stderr ends with:\n{tail(self.log_path)}"
+            )
 
     def run(self, n: int, job: dict, out_dir: Path) -> list[list]:
         """Runs learners 0..n-1 for one round; returns all their call records."""
@@ -214,24 +247,42 @@ def sample(stub, pid: int) -> tuple[float, float, int, int]:
     return now, process_cpu_seconds(pid), status.pushes_applied, status.version
 
 
-def measure(mode: str, n: int, learners: Learners, variables: dict, args, workdir: Path
-            ) -> dict:
+def measure(mode: str, n: int, learners: Learners, variables: dict, args, workdir: Path) -> dict:
     """One fresh shard, n learners, `repeats` windows; one result row."""
-    run_dir = make_run_dir(workdir / f"run-{mode}-{n}", use_sync=mode == "sync",
-                           replicas_to_aggregate=n, metrics=False, save_every=0, lr=1e-4)
+    run_dir = make_run_dir(
+        workdir / f"run-{mode}-{n}",
+        use_sync=mode == "sync",
+        replicas_to_aggregate=n,
+        metrics=False,
+        save_every=0,
+        lr=1e-4,
+    )
     log_path = workdir / f"paramserver-{mode}-{n}.out"
     with open(log_path, "ab") as log:
-        server = subprocess.Popen(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
-                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         address = run_dir.wait_for_address("paramserver", 0, timeout=120)
         with rpc.make_channel(address, run_dir.read_secret()) as channel:
             stub = pb_grpc.ParameterServerStub(channel)
             rng = np.random.default_rng(0)
-            stub.Initialize(pb.InitializeRequest(client_id="bench", parameters=tensors.encode_named(
-                {k: (0.05 * rng.standard_normal(s)).astype(np.float32)
-                 for k, s in variables.items()})), timeout=60)
+            stub.Initialize(
+                pb.InitializeRequest(
+                    client_id="bench",
+                    parameters=tensors.encode_named(
+                        {
+                            k: (0.05 * rng.standard_normal(s)).astype(np.float32)
+                            for k, s in variables.items()
+                        }
+                    ),
+                ),
+                timeout=60,
+            )
             first = time.monotonic() + 0.5 + 0.05 * n  # time for every learner to read its job
             bounds = [first + args.warmup + i * args.seconds for i in range(args.repeats + 1)]
             job = {"run_dir": str(run_dir.path), "end": bounds[-1] + 0.01}
@@ -273,19 +324,27 @@ def summarise(mode: str, n: int, samples: list, records: list) -> dict:
     windows = []
     pairs = zip(samples, samples[1:], strict=False)
     for (t0, cpu0, applied0, v0), (t1, cpu1, applied1, v1) in pairs:
-        latencies = [1e3 * (end - start) for start, end, outcome in records
-                     if t0 <= end < t1 and outcome >= 0]
+        latencies = [
+            1e3 * (end - start)
+            for start, end, outcome in records
+            if t0 <= end < t1 and outcome >= 0
+        ]
         applied = applied1 - applied0
-        windows.append({
-            "applied_per_s": applied / (t1 - t0), "versions_per_s": (v1 - v0) / (t1 - t0),
-            "pushes_per_version": applied / (v1 - v0) if v1 > v0 else float("nan"),
-            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
-            "shard_cpu_ms_per_push": 1e3 * (cpu1 - cpu0) / applied if applied else float("nan"),
-        })
+        windows.append(
+            {
+                "applied_per_s": applied / (t1 - t0),
+                "versions_per_s": (v1 - v0) / (t1 - t0),
+                "pushes_per_version": applied / (v1 - v0) if v1 > v0 else float("nan"),
+                "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99),
+                "shard_cpu_ms_per_push": 1e3 * (cpu1 - cpu0) / applied if applied else float("nan"),
+            }
+        )
     t_first, t_last = samples[0][0], samples[-1][0]
     in_run = [r for r in records if t_first <= r[1] < t_last]
     return {
-        "mode": mode, "learners": n,
+        "mode": mode,
+        "learners": n,
         **{key: spread([w[key] for w in windows]) for key in windows[0]},
         "calls": len(in_run),
         "dropped": sum(1 for r in in_run if r[2] > pb.APPLIED),
@@ -295,12 +354,34 @@ def summarise(mode: str, n: int, samples: list, records: list) -> dict:
 
 def table(rows: list[dict]) -> str:
     return markdown(
-        ["mode", "N", "applied pushes/s", "versions/s", "p50 ms", "p99 ms",
-         "shard CPU ms/push", "1-core capacity pushes/s", "dropped", "errors"],
-        [[r["mode"], r["learners"], fmt(r["applied_per_s"], 1), fmt(r["versions_per_s"], 1),
-          fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["shard_cpu_ms_per_push"], 2),
-          f"{1e3 / r['shard_cpu_ms_per_push']['median']:,.0f}", r["dropped"], r["errors"]]
-         for r in rows])
+        [
+            "mode",
+            "N",
+            "applied pushes/s",
+            "versions/s",
+            "p50 ms",
+            "p99 ms",
+            "shard CPU ms/push",
+            "1-core capacity pushes/s",
+            "dropped",
+            "errors",
+        ],
+        [
+            [
+                r["mode"],
+                r["learners"],
+                fmt(r["applied_per_s"], 1),
+                fmt(r["versions_per_s"], 1),
+                fmt(r["p50_ms"], 1),
+                fmt(r["p99_ms"], 1),
+                fmt(r["shard_cpu_ms_per_push"], 2),
+                f"{1e3 / r['shard_cpu_ms_per_push']['median']:,.0f}",
+                r["dropped"],
+                r["errors"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def positive(kind):
@@ -309,22 +390,27 @@ def positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--learners", type=positive(int), nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--modes", nargs="+", choices=["async", "sync"],
-                        default=["async", "sync"])
+    parser.add_argument("--modes", nargs="+", choices=["async", "sync"], default=["async", "sync"])
     parser.add_argument("--seconds", type=positive(float), default=3.0, help="Per window.")
     parser.add_argument("--repeats", type=positive(int), default=3, help="Windows per N.")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--model", choices=["nature", "tensorpack", "tiny"], default="nature")
-    parser.add_argument("--fc_neurons", type=positive(int), default=512,
-                        help="fc units of the tensorpack model.")
-    parser.add_argument("--of_shards", type=positive(int), default=1,
-                        help="The shard holds 1 of this many shards of the model.")
+    parser.add_argument(
+        "--fc_neurons", type=positive(int), default=512, help="fc units of the tensorpack model."
+    )
+    parser.add_argument(
+        "--of_shards",
+        type=positive(int),
+        default=1,
+        help="The shard holds 1 of this many shards of the model.",
+    )
     parser.add_argument("--grad_dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--out", type=Path, default=RESULTS / "capacity.json")
     parser.add_argument("--learner", nargs=2, metavar=("SPEC", "INDEX"), help=argparse.SUPPRESS)
@@ -351,18 +437,26 @@ def main(argv=None) -> int:
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             finally:
                 learners.stop()
-    print(f"\nOne shard holding {parameters:,} parameters ({args.model}, 1 of {args.of_shards} "
-          f"shards), {args.grad_dtype} gradients; median [min-max] of {args.repeats} windows "
-          f"of {args.seconds:g} s\n")
+    print(
+        f"\nOne shard holding {parameters:,} parameters ({args.model}, 1 of {args.of_shards} "
+        f"shards), {args.grad_dtype} gradients; median [min-max] of {args.repeats} windows "
+        f"of {args.seconds:g} s\n"
+    )
     print(table(rows))
     report = {
         "benchmark": "paramserver capacity: N synthetic learners against one shard",
         "command": "python bench/capacity.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "model": args.model, "of_shards": args.of_shards, "fc_neurons": args.fc_neurons,
-        "shard_parameters": parameters, "grad_dtype": args.grad_dtype,
-        "seconds_per_window": args.seconds, "repeats": args.repeats,
-        "machine_before": before, "machine_after": machine(),
-        "wall_seconds": round(time.time() - started, 1), "rows": rows,
+        "model": args.model,
+        "of_shards": args.of_shards,
+        "fc_neurons": args.fc_neurons,
+        "shard_parameters": parameters,
+        "grad_dtype": args.grad_dtype,
+        "seconds_per_window": args.seconds,
+        "repeats": args.repeats,
+        "machine_before": before,
+        "machine_after": machine(),
+        "wall_seconds": round(time.time() - started, 1),
+        "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -38,15 +38,21 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def fmt(s: dict, digits: int = 0, scale: float = 1.0) -> str:
     """'median [min-max]' of a spread()."""
-    return (f"{s['median'] * scale:,.{digits}f} "
-            f"[{s['min'] * scale:,.{digits}f}-{s['max'] * scale:,.{digits}f}]")
+    return (
+        f"{s['median'] * scale:,.{digits}f} "
+        f"[{s['min'] * scale:,.{digits}f}-{s['max'] * scale:,.{digits}f}]"
+    )
 
 
 def machine() -> dict:
     """Cores this process may use, the 1/5/15-minute load averages and versions."""
-    return {"cores": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "machine": platform.machine()}
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

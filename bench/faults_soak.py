@@ -34,8 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, fmt, machine, spread  # noqa: E402
 from tests.faults.cluster import Cluster  # noqa: E402
 
-VICTIMS = ["paramserver-0", "learner-0", "learner-1", "simulator-0", "simulator-1",
-           "evaluator-0"]
+VICTIMS = ["paramserver-0", "learner-0", "learner-1", "simulator-0", "simulator-1", "evaluator-0"]
 
 
 def inject(cluster: Cluster, rng: random.Random) -> tuple[str, float]:
@@ -57,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=20.0, help="Seconds between faults.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sync", action="store_true", help="Sync mode, 2 replicas.")
-    parser.add_argument("--patience", type=float, default=240.0,
-                        help="Seconds a fault may take to recover from.")
+    parser.add_argument(
+        "--patience", type=float, default=240.0, help="Seconds a fault may take to recover from."
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -97,14 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = ["| fault | injected | recovered | seconds to recover |", "| --- | --- | --- | --- |"]
     for kind, rs in sorted(by_kind.items()):
         times = [r["recover_s"] for r in rs if r["recovered"]]
-        rows.append(f"| {kind} | {len(rs)} | {len(times)} | "
-                    f"{fmt(spread(times), 1) if times else '-'} |")
+        rows.append(
+            f"| {kind} | {len(rs)} | {len(times)} | {fmt(spread(times), 1) if times else '-'} |"
+        )
     print("\n" + "\n".join(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "faults_soak.json").write_text(json.dumps({
-        "args": vars(args), "machine_before": before, "machine_after": machine(),
-        "injected": len(records), "recovered": sum(r["recovered"] for r in records),
-        "faults": records}, indent=1) + "\n")
+    (RESULTS / "faults_soak.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "machine_before": before,
+                "machine_after": machine(),
+                "injected": len(records),
+                "recovered": sum(r["recovered"] for r in records),
+                "faults": records,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return 1 if failed else 0
 
 

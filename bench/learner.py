@@ -54,8 +54,9 @@ def raw_rates(cfg: Config, batch: int, predict_batch: int, seconds: float) -> di
     from services.learner.a3c import make_train_step
 
     spec = envs.describe(cfg)
-    model = models.build_model(cfg, spec.observation_shape, spec.num_actions,
-                               spec.observation_dtype)
+    model = models.build_model(
+        cfg, spec.observation_shape, spec.num_actions, spec.observation_dtype
+    )
     rng = np.random.default_rng(0)
 
     def observations(n):
@@ -86,25 +87,41 @@ def counter(address: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def end_to_end(env: str, pools: int, envs_per_pool: int, batch: int, seconds: float,
-               workdir: Path, windows: int = 1) -> list[float]:
+def end_to_end(
+    env: str,
+    pools: int,
+    envs_per_pool: int,
+    batch: int,
+    seconds: float,
+    workdir: Path,
+    windows: int = 1,
+) -> list[float]:
     """Agent steps/s in each of `windows` consecutive windows that share `seconds`."""
-    run_dir = make_run_dir(workdir / "run", env=env, batch_size=batch, pools=pools,
-                           simulator_procs=envs_per_pool)
-    started = [Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
-                       workdir / "paramserver.out"),
-               Process(ba3c_command("learner", "--run-dir", str(run_dir.path)),
-                       workdir / "learner.out")]
+    run_dir = make_run_dir(
+        workdir / "run", env=env, batch_size=batch, pools=pools, simulator_procs=envs_per_pool
+    )
+    started = [
+        Process(
+            ba3c_command("paramserver", "--run-dir", str(run_dir.path)), workdir / "paramserver.out"
+        ),
+        Process(ba3c_command("learner", "--run-dir", str(run_dir.path)), workdir / "learner.out"),
+    ]
     try:
         for i in range(pools):
-            started.append(Process(ba3c_command("simulator", "--run-dir", str(run_dir.path),
-                                                "--index", str(i)), workdir / f"sim{i}.out"))
+            started.append(
+                Process(
+                    ba3c_command("simulator", "--run-dir", str(run_dir.path), "--index", str(i)),
+                    workdir / f"sim{i}.out",
+                )
+            )
         target = run_dir.target_path("learner", 0)
-        address = wait_for(lambda: json.loads(target.read_text())[0]["targets"][0], 120,
-                           "the learner's metrics")
+        address = wait_for(
+            lambda: json.loads(target.read_text())[0]["targets"][0], 120, "the learner's metrics"
+        )
         steps = "ba3c_learner_agent_steps_total"
-        wait_for(lambda: counter(address, "ba3c_learner_train_steps_total") >= 5, 180,
-                 "5 training steps")
+        wait_for(
+            lambda: counter(address, "ba3c_learner_train_steps_total") >= 5, 180, "5 training steps"
+        )
         rates = []
         for _ in range(windows):
             s0, t0 = counter(address, steps), time.perf_counter()
@@ -123,9 +140,13 @@ def main() -> int:
     parser.add_argument("--pools", type=int, default=1)
     parser.add_argument("--envs_per_pool", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--windows", type=int, default=1,
-                        help="Split the end-to-end measurement into this many windows; "
-                             "their median is reported, with min and max.")
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="Split the end-to-end measurement into this many windows; "
+        "their median is reported, with min and max.",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "learner.json"))
     args = parser.parse_args()
 
@@ -138,23 +159,38 @@ def main() -> int:
     before = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="ba3c-bench-") as tmp:
-        rates = end_to_end(args.env, args.pools, args.envs_per_pool, args.batch_size,
-                           args.seconds, Path(tmp), args.windows)
+        rates = end_to_end(
+            args.env,
+            args.pools,
+            args.envs_per_pool,
+            args.batch_size,
+            args.seconds,
+            Path(tmp),
+            args.windows,
+        )
     e2e = statistics.median(rates)
     load.append(os.getloadavg()[0])
     after = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
     raw = {k: (before[k] + after[k]) / 2 for k in before}
     limit = 1.0 / sum(1.0 / v for v in raw.values())
     result = {
-        "env": args.env, "model": models.resolve_kind(cfg, envs.describe(cfg).observation_shape),
-        "pools": args.pools, "envs_per_pool": args.envs_per_pool,
-        "batch_size": args.batch_size, "predict_batch": predict_batch,
-        "train_samples_per_s": raw["T"], "inference_samples_per_s": raw["I"],
-        "env_steps_per_s": raw["E"], "limit_steps_per_s": limit,
-        "end_to_end_steps_per_s": e2e, "ratio": e2e / limit, "target_ratio": 0.8,
-        "end_to_end_windows": {"median": e2e, "min": min(rates), "max": max(rates),
-                               "runs": rates},
-        "raw_before": before, "raw_after": after, "load_average_1min": load,
+        "env": args.env,
+        "model": models.resolve_kind(cfg, envs.describe(cfg).observation_shape),
+        "pools": args.pools,
+        "envs_per_pool": args.envs_per_pool,
+        "batch_size": args.batch_size,
+        "predict_batch": predict_batch,
+        "train_samples_per_s": raw["T"],
+        "inference_samples_per_s": raw["I"],
+        "env_steps_per_s": raw["E"],
+        "limit_steps_per_s": limit,
+        "end_to_end_steps_per_s": e2e,
+        "ratio": e2e / limit,
+        "target_ratio": 0.8,
+        "end_to_end_windows": {"median": e2e, "min": min(rates), "max": max(rates), "runs": rates},
+        "raw_before": before,
+        "raw_after": after,
+        "load_average_1min": load,
     }
     print("| measure | samples or steps / s |\n| --- | ---: |")
     print(f"| T: train (batch {args.batch_size}) | {raw['T']:,.0f} |")

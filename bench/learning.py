@@ -42,20 +42,34 @@ def read_curve(run_dir: Path, started: float) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line being written as we read
-        points.append({
-            "minutes": round((record["time"] - started) / 60, 3),
-            "env_frames": record["env_frames"], "version": record["version"],
-            "mean": record["mean"], "min": record["min"], "max": record["max"],
-            "episodes": record["episodes"],
-        })
+        points.append(
+            {
+                "minutes": round((record["time"] - started) / 60, 3),
+                "env_frames": record["env_frames"],
+                "version": record["version"],
+                "mean": record["mean"],
+                "min": record["min"],
+                "max": record["max"],
+                "episodes": record["episodes"],
+            }
+        )
     return points
 
 
 def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]:
     """Runs `ba3c train`; returns its run directory, start time and exit code."""
     run_dir = args.run_dir or ROOT / "runs" / f"bench-learning-{datetime.now():%Y%m%d-%H%M%S}"
-    train_args = ["train", "--run-dir", str(run_dir), "--plain", "-e", args.env,
-                  "--minutes", f"{args.minutes:g}", *extra]
+    train_args = [
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--plain",
+        "-e",
+        args.env,
+        "--minutes",
+        f"{args.minutes:g}",
+        *extra,
+    ]
     print("running: ba3c", " ".join(train_args), flush=True)
     command = ba3c_command(*train_args)
     started = time.time()
@@ -66,20 +80,33 @@ def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]
 def table(points: list[dict]) -> str:
     return markdown(
         ["minutes", "env frames", "version", "mean score [min-max]", "episodes"],
-        [[f"{p['minutes']:.1f}", f"{p['env_frames']:,}", p["version"],
-          f"{p['mean']:.1f} [{p['min']:.0f}-{p['max']:.0f}]", p["episodes"]] for p in points])
+        [
+            [
+                f"{p['minutes']:.1f}",
+                f"{p['env_frames']:,}",
+                p["version"],
+                f"{p['mean']:.1f} [{p['min']:.0f}-{p['max']:.0f}]",
+                p["episodes"],
+            ]
+            for p in points
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    ours = argv[:argv.index("--")] if "--" in argv else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    ours = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="PongNoFrameskip-v4")
     parser.add_argument("--minutes", type=float, help="How long `ba3c train` runs.")
     parser.add_argument("--run-dir", type=Path, help="Where the run lives (new directory).")
-    parser.add_argument("--from-run", type=Path, metavar="RUN_DIR",
-                        help="Do not train: summarise this run's eval.jsonl.")
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="RUN_DIR",
+        help="Do not train: summarise this run's eval.jsonl.",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     args = parser.parse_args(ours)
     if args.from_run is None and (args.minutes is None or args.minutes <= 0):
@@ -94,13 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run_dir, started, code = train(args, extra)
     points = read_curve(run_dir, started)
-    print(f"\n{args.env if args.from_run is None else run_dir}: evaluation score against "
-          "wall-clock and environment frames\n")
+    print(
+        f"\n{args.env if args.from_run is None else run_dir}: evaluation score against "
+        "wall-clock and environment frames\n"
+    )
     print(table(points) if points else "(no evaluation finished: eval.jsonl is empty)")
     report = {
-        "benchmark": "learning speed", "env": args.env if args.from_run is None else None,
-        "minutes": args.minutes, "run_dir": str(run_dir), "train_flags": extra,
-        "train_exit_code": code, "machine_before": before, "machine_after": machine(),
+        "benchmark": "learning speed",
+        "env": args.env if args.from_run is None else None,
+        "minutes": args.minutes,
+        "run_dir": str(run_dir),
+        "train_flags": extra,
+        "train_exit_code": code,
+        "machine_before": before,
+        "machine_after": machine(),
         "curve": points,
         "best_mean": max((p["mean"] for p in points), default=None),
         "final_mean": points[-1]["mean"] if points else None,

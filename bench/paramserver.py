@@ -59,12 +59,18 @@ from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
 from bench.common import stop_process_groups  # noqa: E402
 
 NATURE_CNN = [
-    ("conv1/kernel", (8, 8, 4, 32)), ("conv1/bias", (32,)),
-    ("conv2/kernel", (4, 4, 32, 64)), ("conv2/bias", (64,)),
-    ("conv3/kernel", (3, 3, 64, 64)), ("conv3/bias", (64,)),
-    ("fc/kernel", (3136, 512)), ("fc/bias", (512,)),
-    ("policy/kernel", (512, 4)), ("policy/bias", (4,)),
-    ("value/kernel", (512, 1)), ("value/bias", (1,)),
+    ("conv1/kernel", (8, 8, 4, 32)),
+    ("conv1/bias", (32,)),
+    ("conv2/kernel", (4, 4, 32, 64)),
+    ("conv2/bias", (64,)),
+    ("conv3/kernel", (3, 3, 64, 64)),
+    ("conv3/bias", (64,)),
+    ("fc/kernel", (3136, 512)),
+    ("fc/bias", (512,)),
+    ("policy/kernel", (512, 4)),
+    ("policy/bias", (4,)),
+    ("value/kernel", (512, 1)),
+    ("value/bias", (1,)),
 ]
 ECHO_METHOD = "/bench.Echo/Echo"
 RESULTS = ROOT / "bench" / "results" / "paramserver.json"
@@ -83,12 +89,14 @@ def serve_echo(run_dir: Path, index: int) -> None:
             replies[size] = os.urandom(size)
         return replies[size]
 
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {
-        "Echo": grpc.unary_unary_rpc_method_handler(echo),
-    })
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        },
+    )
     rd = RunDir(run_dir)
-    server = rpc.make_server(rd.read_secret(),
-                             lambda s: s.add_generic_rpc_handlers((handler,)))
+    server = rpc.make_server(rd.read_secret(), lambda s: s.add_generic_rpc_handlers((handler,)))
     rd.write_address("echo", index, server.address)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -108,13 +116,33 @@ class Servers:
         self.procs: list[subprocess.Popen] = []
         log = open(run_dir.path / "servers.out", "ab")  # noqa: SIM115
         for k in range(shards):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ba3c.cli", "paramserver", "--run-dir",
-                 str(run_dir.path), "--index", str(k)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            self.procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--echo", str(run_dir.path), str(k)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ba3c.cli",
+                        "paramserver",
+                        "--run-dir",
+                        str(run_dir.path),
+                        "--index",
+                        str(k),
+                    ],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--echo", str(run_dir.path), str(k)],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         for k in range(shards):
             run_dir.wait_for_address("paramserver", k, timeout=60)
             run_dir.wait_for_address("echo", k, timeout=60)
@@ -157,19 +185,25 @@ class Setup:
         params, grads = model()
         self.param_pieces = assignment.split(params)
         self.grad_pieces = assignment.split(grads)
-        self.ps_channels = [rpc.make_channel(run_dir.read_address("paramserver", k), token)
-                            for k in range(shards)]
-        self.echo_channels = [rpc.make_channel(run_dir.read_address("echo", k), token,
-                                               retry_services=())
-                              for k in range(shards)]
+        self.ps_channels = [
+            rpc.make_channel(run_dir.read_address("paramserver", k), token) for k in range(shards)
+        ]
+        self.echo_channels = [
+            rpc.make_channel(run_dir.read_address("echo", k), token, retry_services=())
+            for k in range(shards)
+        ]
         self.stubs = [pb_grpc.ParameterServerStub(c) for c in self.ps_channels]
         for k, stub in enumerate(self.stubs):
-            stub.Initialize(pb.InitializeRequest(
-                client_id="bench", parameters=tensors.encode_named(self.param_pieces[k])),
-                timeout=60)
+            stub.Initialize(
+                pb.InitializeRequest(
+                    client_id="bench", parameters=tensors.encode_named(self.param_pieces[k])
+                ),
+                timeout=60,
+            )
         identity = dict(request_serializer=None, response_deserializer=None)
-        self.raw_pushpull = [c.unary_unary("/ba3c.v1.ParameterServer/PushPull", **identity)
-                             for c in self.ps_channels]
+        self.raw_pushpull = [
+            c.unary_unary("/ba3c.v1.ParameterServer/PushPull", **identity) for c in self.ps_channels
+        ]
         self.echo = [c.unary_unary(ECHO_METHOD, **identity) for c in self.echo_channels]
         self.pool = futures.ThreadPoolExecutor(max(1, shards))
         self.requests = {}
@@ -178,30 +212,43 @@ class Setup:
             reqs = [self.request(k, dtype).SerializeToString() for k in range(shards)]
             self.requests[dtype] = reqs
             # the real reply size, measured once
-            self.reply_sizes[dtype] = [len(self.raw_pushpull[k](reqs[k], timeout=60))
-                                       for k in range(shards)]
+            self.reply_sizes[dtype] = [
+                len(self.raw_pushpull[k](reqs[k], timeout=60)) for k in range(shards)
+            ]
 
     def request(self, k: int, dtype: str) -> pb.PushPullRequest:
-        return pb.PushPullRequest(client_id="bench", version=0, env_frames=0,
-                                  gradients=tensors.encode_named(self.grad_pieces[k], dtype))
+        return pb.PushPullRequest(
+            client_id="bench",
+            version=0,
+            env_frames=0,
+            gradients=tensors.encode_named(self.grad_pieces[k], dtype),
+        )
 
     def step(self, variant: str, dtype: str) -> float:
         start = time.perf_counter()
         if variant == "raw":
-            calls = [self.echo[k].future(
-                struct.pack("<Q", self.reply_sizes[dtype][k]) + self.requests[dtype][k],
-                timeout=60) for k in range(self.shards)]
+            calls = [
+                self.echo[k].future(
+                    struct.pack("<Q", self.reply_sizes[dtype][k]) + self.requests[dtype][k],
+                    timeout=60,
+                )
+                for k in range(self.shards)
+            ]
             for c in calls:
                 c.result()
         elif variant == "server":
-            calls = [self.raw_pushpull[k].future(self.requests[dtype][k], timeout=60)
-                     for k in range(self.shards)]
+            calls = [
+                self.raw_pushpull[k].future(self.requests[dtype][k], timeout=60)
+                for k in range(self.shards)
+            ]
             for c in calls:
                 c.result()
         else:
+
             def one(k: int) -> dict:
                 reply = self.stubs[k].PushPull(self.request(k, dtype), timeout=60)
                 return tensors.decode_named(reply.parameters)
+
             list(self.pool.map(one, range(self.shards)))
         return time.perf_counter() - start
 
@@ -211,12 +258,19 @@ class Setup:
             c.close()
 
 
-VARIANTS = [("raw", "float32"), ("server", "float32"), ("stub", "float32"),
-            ("raw", "bfloat16"), ("server", "bfloat16"), ("stub", "bfloat16")]
+VARIANTS = [
+    ("raw", "float32"),
+    ("server", "float32"),
+    ("stub", "float32"),
+    ("raw", "bfloat16"),
+    ("server", "bfloat16"),
+    ("stub", "bfloat16"),
+]
 
 
-def measure(setup: Setup, servers: Servers, repeats: int, steps: int, warmup: int
-            ) -> tuple[dict, dict]:
+def measure(
+    setup: Setup, servers: Servers, repeats: int, steps: int, warmup: int
+) -> tuple[dict, dict]:
     """Per variant: the median step time of each round, and the servers' CPU seconds per
     step in each round."""
     per_round: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
@@ -239,15 +293,20 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dic
     for (variant, dtype), medians in per_round.items():
         raw = statistics.median(per_round[("raw", dtype)])
         median = statistics.median(medians)
-        rows.append({
-            "shards": shards, "variant": variant, "grad_dtype": dtype,
-            "request_mb": round(sum(len(r) for r in setup.requests[dtype]) / 1e6, 2),
-            "reply_mb": round(sum(setup.reply_sizes[dtype]) / 1e6, 2),
-            "median_ms": round(1e3 * median, 2), "min_ms": round(1e3 * min(medians), 2),
-            "max_ms": round(1e3 * max(medians), 2),
-            "ratio_to_raw": round(median / raw, 3),
-            "server_cpu_ms": round(1e3 * statistics.median(cpu[(variant, dtype)]), 2),
-        })
+        rows.append(
+            {
+                "shards": shards,
+                "variant": variant,
+                "grad_dtype": dtype,
+                "request_mb": round(sum(len(r) for r in setup.requests[dtype]) / 1e6, 2),
+                "reply_mb": round(sum(setup.reply_sizes[dtype]) / 1e6, 2),
+                "median_ms": round(1e3 * median, 2),
+                "min_ms": round(1e3 * min(medians), 2),
+                "max_ms": round(1e3 * max(medians), 2),
+                "ratio_to_raw": round(median / raw, 3),
+                "server_cpu_ms": round(1e3 * statistics.median(cpu[(variant, dtype)]), 2),
+            }
+        )
     return rows
 
 
@@ -271,14 +330,20 @@ def breakdown(repeats: int = 15) -> dict[str, float]:
         out[name] = round(1e3 * statistics.median(samples), 2)
 
     for dtype in ("float32", "bfloat16"):
-        data = pb.PushPullRequest(client_id="b", version=0, gradients=tensors.encode_named(
-            grads, dtype)).SerializeToString()
+        data = pb.PushPullRequest(
+            client_id="b", version=0, gradients=tensors.encode_named(grads, dtype)
+        ).SerializeToString()
         request = wire.parse_push_request(data)
         cpu_ms(f"parse request ({dtype})", lambda d=data: wire.parse_push_request(d))
-        cpu_ms(f"validate gradients ({dtype})",
-               lambda r=request: check_gradients(specs, r.gradients))
-    checked = check_gradients(specs, wire.parse_push_request(pb.PushPullRequest(
-        gradients=tensors.encode_named(grads)).SerializeToString()).gradients)
+        cpu_ms(
+            f"validate gradients ({dtype})", lambda r=request: check_gradients(specs, r.gradients)
+        )
+    checked = check_gradients(
+        specs,
+        wire.parse_push_request(
+            pb.PushPullRequest(gradients=tensors.encode_named(grads)).SerializeToString()
+        ).gradients,
+    )
     for name in ("adam", "rmsprop", "sgd"):
         optimizer = Optimizer(Hyper(optimizer=name), specs)
         cpu_ms(f"apply {name}", lambda o=optimizer: o.apply(params, checked, 1e-6))
@@ -287,13 +352,17 @@ def breakdown(repeats: int = 15) -> dict[str, float]:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
-            "| x raw | server CPU ms/step |")
+    head = (
+        "| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
+        "| x raw | server CPU ms/step |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
-                     f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
-                     f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} |")
+        lines.append(
+            f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
+            f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
+            f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} |"
+        )
     return "\n".join(lines)
 
 
@@ -323,8 +392,7 @@ def main(argv=None) -> int:
             servers = Servers(run_dir, shards)
             try:
                 setup = Setup(run_dir, shards)
-                per_round, cpu = measure(setup, servers, args.repeats, args.steps,
-                                         args.warmup)
+                per_round, cpu = measure(setup, servers, args.repeats, args.steps, args.warmup)
                 setup.close()
             finally:
                 servers.stop()
@@ -338,12 +406,17 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "paramserver PushPull vs raw gRPC, Nature CNN 1.69M parameters",
         "command": "python bench/paramserver.py " + " ".join(sys.argv[1:]),
-        "repeats": args.repeats, "steps_per_repeat": args.steps,
+        "repeats": args.repeats,
+        "steps_per_repeat": args.steps,
         "parameters": int(sum(np.prod(s) for _, s in NATURE_CNN)),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "grpcio": grpc.__version__, "numpy": np.__version__,
-                    "load_average_at_start": load_at_start,
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "numpy": np.__version__,
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "seconds": round(time.time() - started, 1),
         "rows": rows,
         "shard_cpu_ms_breakdown": parts,

@@ -43,9 +43,13 @@ def run(name: str) -> dict:
     print(f"\n## {name}: {' '.join(command[1:])}\n", flush=True)
     before, started = machine(), time.monotonic()
     code = subprocess.call(command, cwd=ROOT)
-    return {"command": " ".join(["python", *command[1:]]), "exit_code": code,
-            "seconds": round(time.monotonic() - started, 1),
-            "load_before": before["load_average"], "load_after": machine()["load_average"]}
+    return {
+        "command": " ".join(["python", *command[1:]]),
+        "exit_code": code,
+        "seconds": round(time.monotonic() - started, 1),
+        "load_before": before["load_average"],
+        "load_after": machine()["load_average"],
+    }
 
 
 def load(name: str) -> dict | None:
@@ -65,19 +69,29 @@ def limit_section(result: dict) -> tuple[list[list], str]:
     raw = {k: spread_of([result["raw_before"][k], result["raw_after"][k]]) for k in "EIT"}
     e2e = result.get("end_to_end_windows") or spread_of([result["end_to_end_steps_per_s"]])
     ratio = result["ratio"]
-    table = markdown(["figure", "per second"], [
-        [f"E: raw env steps ({result['envs_per_pool']} envs, one pool)", fmt(raw["E"])],
-        [f"I: raw inference samples (batch {result['predict_batch']})", fmt(raw["I"])],
-        [f"T: raw train samples (batch {result['batch_size']})", fmt(raw["T"])],
-        ["L = 1/(1/E+1/I+1/T): agent steps", f"{result['limit_steps_per_s']:,.0f}"],
-        [f"end-to-end agent steps (1 paramserver, 1 learner, {result['pools']} pool)",
-         fmt(e2e)],
-        ["end-to-end / L", f"{ratio:.2f}"],
-    ])
-    target = [f"end-to-end / L ({result['env']}, {result['model']} model)", f"{ratio:.2f}",
-              f">= {TARGETS['limit']:.2f}", verdict(ratio >= TARGETS["limit"])]
-    return [target], "E, I and T before and after the end-to-end run, [min-max] of the two.\n\n" \
-        + table
+    table = markdown(
+        ["figure", "per second"],
+        [
+            [f"E: raw env steps ({result['envs_per_pool']} envs, one pool)", fmt(raw["E"])],
+            [f"I: raw inference samples (batch {result['predict_batch']})", fmt(raw["I"])],
+            [f"T: raw train samples (batch {result['batch_size']})", fmt(raw["T"])],
+            ["L = 1/(1/E+1/I+1/T): agent steps", f"{result['limit_steps_per_s']:,.0f}"],
+            [
+                f"end-to-end agent steps (1 paramserver, 1 learner, {result['pools']} pool)",
+                fmt(e2e),
+            ],
+            ["end-to-end / L", f"{ratio:.2f}"],
+        ],
+    )
+    target = [
+        f"end-to-end / L ({result['env']}, {result['model']} model)",
+        f"{ratio:.2f}",
+        f">= {TARGETS['limit']:.2f}",
+        verdict(ratio >= TARGETS["limit"]),
+    ]
+    return [
+        target
+    ], "E, I and T before and after the end-to-end run, [min-max] of the two.\n\n" + table
 
 
 def transport_section(result: dict) -> tuple[list[list], str]:
@@ -86,38 +100,75 @@ def transport_section(result: dict) -> tuple[list[list], str]:
     for shards, dtype in sorted({(k[0], k[2]) for k in by}):
         raw, server, stub = (by[(shards, v, dtype)] for v in ("raw", "server", "stub"))
         overhead = stub["ratio_to_raw"] - 1
-        rows.append([shards, dtype, f"{raw['request_mb']} / {raw['reply_mb']}",
-                     f"{raw['median_ms']} [{raw['min_ms']}-{raw['max_ms']}]",
-                     f"{server['median_ms']} [{server['min_ms']}-{server['max_ms']}] "
-                     f"(x{server['ratio_to_raw']:.2f})",
-                     f"{stub['median_ms']} [{stub['min_ms']}-{stub['max_ms']}] "
-                     f"(x{stub['ratio_to_raw']:.2f})",
-                     f"{server['server_cpu_ms']}"])
-        targets.append([f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads",
-                        f"{overhead:+.0%}", f"< {TARGETS['transport']:.0%}",
-                        verdict(overhead < TARGETS["transport"])])
-    table = markdown(["shards", "grads", "request / reply MB", "raw gRPC ms",
-                      "shard, pre-serialised ms", "as a learner calls it ms",
-                      "shard CPU ms/step"], rows)
+        rows.append(
+            [
+                shards,
+                dtype,
+                f"{raw['request_mb']} / {raw['reply_mb']}",
+                f"{raw['median_ms']} [{raw['min_ms']}-{raw['max_ms']}]",
+                f"{server['median_ms']} [{server['min_ms']}-{server['max_ms']}] "
+                f"(x{server['ratio_to_raw']:.2f})",
+                f"{stub['median_ms']} [{stub['min_ms']}-{stub['max_ms']}] "
+                f"(x{stub['ratio_to_raw']:.2f})",
+                f"{server['server_cpu_ms']}",
+            ]
+        )
+        targets.append(
+            [
+                f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads",
+                f"{overhead:+.0%}",
+                f"< {TARGETS['transport']:.0%}",
+                verdict(overhead < TARGETS["transport"]),
+            ]
+        )
+    table = markdown(
+        [
+            "shards",
+            "grads",
+            "request / reply MB",
+            "raw gRPC ms",
+            "shard, pre-serialised ms",
+            "as a learner calls it ms",
+            "shard CPU ms/step",
+        ],
+        rows,
+    )
     parts = result.get("shard_cpu_ms_breakdown", {})
     breakdown = "; ".join(f"{name} {ms} ms" for name, ms in parts.items())
-    return targets, "Nature CNN (1.69M parameters) per step, all shards in parallel; " \
-        "x = ratio of medians to raw in the same run.\n\n" + table + \
-        (f"\n\nShard CPU per push, in-process, 1 shard: {breakdown}." if breakdown else "")
+    return (
+        targets,
+        "Nature CNN (1.69M parameters) per step, all shards in parallel; "
+        "x = ratio of medians to raw in the same run.\n\n"
+        + table
+        + (f"\n\nShard CPU per push, in-process, 1 shard: {breakdown}." if breakdown else ""),
+    )
 
 
 def simulator_section(result: dict) -> tuple[list[list], str]:
     rows, targets = [], []
     for r in result["results"]:
         ratio = r["ratio_of_medians"]
-        rows.append([r["num_envs"], fmt(r["raw"]), fmt(r["grpc"]), f"{ratio:.2f}",
-                     fmt(r["round_trip_ms"], 2)])
+        rows.append(
+            [
+                r["num_envs"],
+                fmt(r["raw"]),
+                fmt(r["grpc"]),
+                f"{ratio:.2f}",
+                fmt(r["round_trip_ms"], 2),
+            ]
+        )
         if r["num_envs"] == 16:
-            targets.append(["simulator pool over gRPC / raw stepping, 16 envs", f"{ratio:.2f}",
-                            f">= {TARGETS['simulator']:.2f}",
-                            verdict(ratio >= TARGETS["simulator"])])
-    table = markdown(["envs", "raw steps/s", "over gRPC steps/s", "gRPC / raw",
-                      "Act round trip ms"], rows)
+            targets.append(
+                [
+                    "simulator pool over gRPC / raw stepping, 16 envs",
+                    f"{ratio:.2f}",
+                    f">= {TARGETS['simulator']:.2f}",
+                    verdict(ratio >= TARGETS["simulator"]),
+                ]
+            )
+    table = markdown(
+        ["envs", "raw steps/s", "over gRPC steps/s", "gRPC / raw", "Act round trip ms"], rows
+    )
     return targets, f"{result['env']}, random actions.\n\n" + table
 
 
@@ -133,19 +184,25 @@ def knee(rows: list[dict]) -> int:
 def capacity_section(result: dict) -> tuple[list[list], str]:
     from bench.capacity import table
 
-    knees = ", ".join(f"{mode} N = {knee([r for r in result['rows'] if r['mode'] == mode])}"
-                      for mode in ("async", "sync")
-                      if any(r["mode"] == mode for r in result["rows"]))
-    return [], (f"One shard of {result['shard_parameters']:,} parameters ({result['model']}, "
-                f"1 of {result['of_shards']}), {result['grad_dtype']} gradients, "
-                f"{result['repeats']} windows of {result['seconds_per_window']:g} s. Knee "
-                f"(more learners add < 10% pushes/s): {knees}.\n\n" + table(result["rows"]))
+    knees = ", ".join(
+        f"{mode} N = {knee([r for r in result['rows'] if r['mode'] == mode])}"
+        for mode in ("async", "sync")
+        if any(r["mode"] == mode for r in result["rows"])
+    )
+    return [], (
+        f"One shard of {result['shard_parameters']:,} parameters ({result['model']}, "
+        f"1 of {result['of_shards']}), {result['grad_dtype']} gradients, "
+        f"{result['repeats']} windows of {result['seconds_per_window']:g} s. Knee "
+        f"(more learners add < 10% pushes/s): {knees}.\n\n" + table(result["rows"])
+    )
 
 
-SECTIONS = {"learner": ("Limit ratio (bench/learner.py)", limit_section),
-            "paramserver": ("Transport (bench/paramserver.py)", transport_section),
-            "simulator": ("Simulator (bench/simulator.py)", simulator_section),
-            "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section)}
+SECTIONS = {
+    "learner": ("Limit ratio (bench/learner.py)", limit_section),
+    "paramserver": ("Transport (bench/paramserver.py)", transport_section),
+    "simulator": ("Simulator (bench/simulator.py)", simulator_section),
+    "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section),
+}
 
 
 def profile_pushpull(steps: int = 20) -> list[dict]:
@@ -188,22 +245,39 @@ def profile_pushpull(steps: int = 20) -> list[dict]:
     import pstats
 
     stats = pstats.Stats(profiler).stats
-    rows = sorted(((tt, f"{Path(file).name}:{line} {func}", calls)
-                   for (file, line, func), (_, calls, tt, _, _) in stats.items()), reverse=True)
+    rows = sorted(
+        (
+            (tt, f"{Path(file).name}:{line} {func}", calls)
+            for (file, line, func), (_, calls, tt, _, _) in stats.items()
+        ),
+        reverse=True,
+    )
     total = sum(r[0] for r in rows)
-    return [{"function": name, "ms_per_step": round(1e3 * tt / steps, 2),
-             "share": round(tt / total, 3), "calls_per_step": calls / steps}
-            for tt, name, calls in rows[:10]]
+    return [
+        {
+            "function": name,
+            "ms_per_step": round(1e3 * tt / steps, 2),
+            "share": round(tt / total, 3),
+            "calls_per_step": calls / steps,
+        }
+        for tt, name, calls in rows[:10]
+    ]
 
 
 def machine_line(name: str, result: dict, ran: dict | None) -> str:
     if ran:
-        return (f"{name}: 1-minute load {ran['load_before'][0]:.1f} before, "
-                f"{ran['load_after'][0]:.1f} after; {ran['seconds']:.0f} s; "
-                f"exit {ran['exit_code']}")
+        return (
+            f"{name}: 1-minute load {ran['load_before'][0]:.1f} before, "
+            f"{ran['load_after'][0]:.1f} after; {ran['seconds']:.0f} s; "
+            f"exit {ran['exit_code']}"
+        )
     m = result.get("machine") or result.get("machine_before") or {}
-    load_avg = (m.get("load_average") or m.get("load_avg_at_start")
-                or m.get("load_average_at_start") or result.get("load_average_1min"))
+    load_avg = (
+        m.get("load_average")
+        or m.get("load_avg_at_start")
+        or m.get("load_average_at_start")
+        or result.get("load_average_1min")
+    )
     return f"{name}: not re-run (results of an earlier run); load then {load_avg}"
 
 
@@ -211,8 +285,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(QUICK), default=list(QUICK))
     parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--no-profile", action="store_true",
-                        help="Skip the cProfile of a learner's PushPull.")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="Skip the cProfile of a learner's PushPull."
+    )
     args = parser.parse_args(argv)
 
     start = machine()
@@ -237,27 +312,62 @@ def main(argv=None) -> int:
     if not args.summarise_only and not args.no_profile:
         print("\n## cProfile of a learner's PushPull\n", flush=True)
         profile = profile_pushpull()
-        sections += ["## Where a learner's PushPull goes (cProfile, Nature CNN, 1 shard, "
-                     "float32)", "", markdown(["function", "ms/step", "share", "calls/step"], [
-                         [p["function"], p["ms_per_step"], f"{p['share']:.0%}",
-                         f"{p['calls_per_step']:g}"] for p in profile]), ""]
+        sections += [
+            "## Where a learner's PushPull goes (cProfile, Nature CNN, 1 shard, float32)",
+            "",
+            markdown(
+                ["function", "ms/step", "share", "calls/step"],
+                [
+                    [
+                        p["function"],
+                        p["ms_per_step"],
+                        f"{p['share']:.0%}",
+                        f"{p['calls_per_step']:g}",
+                    ]
+                    for p in profile
+                ],
+            ),
+            "",
+        ]
     end = machine()
-    text = "\n".join([
-        f"# ba3c benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-        f"Machine: {start['cores']} cores; 1-minute load average {start['load_average'][0]} at "
-        f"start, {end['load_average'][0]} at end. Figures: median [min-max] of repeats; "
-        "ratios within one run.", "",
-        "## Targets", "", markdown(["target", "measured", "goal", "verdict"], targets), "",
-        *sections, "## Load", "", *[f"- {n}" for n in notes],
-    ])
+    text = "\n".join(
+        [
+            f"# ba3c benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+            "",
+            f"Machine: {start['cores']} cores; 1-minute load average {start['load_average'][0]} at "
+            f"start, {end['load_average'][0]} at end. Figures: median [min-max] of repeats; "
+            "ratios within one run.",
+            "",
+            "## Targets",
+            "",
+            markdown(["target", "measured", "goal", "verdict"], targets),
+            "",
+            *sections,
+            "## Load",
+            "",
+            *[f"- {n}" for n in notes],
+        ]
+    )
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(text + "\n")
-    (RESULTS / "summary.json").write_text(json.dumps({
-        "machine_start": start, "machine_end": end, "runs": ran,
-        "targets": [dict(zip(["target", "measured", "goal", "verdict"], t, strict=True))
-                    for t in targets],
-        "notes": notes, "pushpull_profile": profile}, indent=1) + "\n")
+    (RESULTS / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine_start": start,
+                "machine_end": end,
+                "runs": ran,
+                "targets": [
+                    dict(zip(["target", "measured", "goal", "verdict"], t, strict=True))
+                    for t in targets
+                ],
+                "notes": notes,
+                "pushpull_profile": profile,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nwrote {RESULTS / 'summary.md'} and summary.json")
     return 1 if any(r["exit_code"] for r in ran.values()) else 0
 

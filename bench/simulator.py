@@ -76,8 +76,9 @@ def seconds_in(histogram: str) -> float:
     return REGISTRY.get_sample_value(f"{histogram}_sum") or 0.0
 
 
-def grpc_leg(pool: envs.EnvPool, address: str, token: str, seconds: float,
-             split: list | None = None) -> float:
+def grpc_leg(
+    pool: envs.EnvPool, address: str, token: str, seconds: float, split: list | None = None
+) -> float:
     """Agent steps/s of the service's streaming loop; appends to `split` the mean ms per
     pool step spent waiting for actions and stepping."""
     stop = threading.Event()
@@ -89,16 +90,22 @@ def grpc_leg(pool: envs.EnvPool, address: str, token: str, seconds: float,
         steps = stream.run(pool, act, "bench-0", stop)
         elapsed = time.perf_counter() - start
     if split is not None and steps:
-        split.append({
-            "wait_ms": (seconds_in("ba3c_sim_wait_seconds") - before[0]) / steps * 1e3,
-            "step_ms": (seconds_in("ba3c_sim_step_seconds") - before[1]) / steps * 1e3,
-        })
+        split.append(
+            {
+                "wait_ms": (seconds_in("ba3c_sim_wait_seconds") - before[0]) / steps * 1e3,
+                "step_ms": (seconds_in("ba3c_sim_step_seconds") - before[1]) / steps * 1e3,
+            }
+        )
     return steps * pool.num_envs / elapsed
 
 
 def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "runs": values}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
 
 
 def main() -> int:
@@ -121,7 +128,9 @@ def main() -> int:
         run_dir.create(cfg)
         learner = subprocess.Popen(
             [sys.executable, "-m", "tests.servers.random_learner", str(run_dir.path)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             address = run_dir.wait_for_address("learner", 0, timeout=60)
@@ -134,12 +143,21 @@ def main() -> int:
 
     print(table(results, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "simulator", "env": args.env, "seconds_per_leg": args.seconds,
-        "repeats": args.repeats, "target_ratio": TARGET,
-        "machine": {**machine(), "load_avg_at_start": load_at_start},
-        "results": results,
-    }, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "simulator",
+                "env": args.env,
+                "seconds_per_leg": args.seconds,
+                "repeats": args.repeats,
+                "target_ratio": TARGET,
+                "machine": {**machine(), "load_avg_at_start": load_at_start},
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0
 
@@ -162,40 +180,52 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
             print(f"\n## cProfile of one grpc leg, N={n} (main thread, by own time)\n")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
     ratios = [g / r for g, r in zip(grpc, raw, strict=True)]
-    return {"num_envs": n, "raw": summary(raw), "grpc": summary(grpc),
-            "ratio_of_medians": statistics.median(grpc) / statistics.median(raw),
-            "ratio_per_repeat": summary(ratios),
-            "grpc_wait_ms_per_step": summary([x["wait_ms"] for x in split]),
-            "grpc_step_ms_per_step": summary([x["step_ms"] for x in split]),
-            "round_trip_ms": summary(rtt),
-            # what the ratio would be if a grpc step cost a raw step plus one round trip
-            "ratio_bound_from_round_trip": 1 / (1 + statistics.median(rtt) * statistics.median(
-                raw) / (1e3 * n))}
+    return {
+        "num_envs": n,
+        "raw": summary(raw),
+        "grpc": summary(grpc),
+        "ratio_of_medians": statistics.median(grpc) / statistics.median(raw),
+        "ratio_per_repeat": summary(ratios),
+        "grpc_wait_ms_per_step": summary([x["wait_ms"] for x in split]),
+        "grpc_step_ms_per_step": summary([x["step_ms"] for x in split]),
+        "round_trip_ms": summary(rtt),
+        # what the ratio would be if a grpc step cost a raw step plus one round trip
+        "ratio_bound_from_round_trip": 1
+        / (1 + statistics.median(rtt) * statistics.median(raw) / (1e3 * n)),
+    }
 
 
 def table(results: list[dict], args) -> str:
     lines = [
         f"Simulator throughput, {args.env}, agent steps/s, {args.repeats} x {args.seconds:g} s "
-        "per leg (median [min-max])", "",
+        "per leg (median [min-max])",
+        "",
         "| N | raw | grpc | grpc / raw (medians) | target | grpc ms/step: waiting, stepping "
         "| round trip ms (no stepping) | raw / (raw + round trip) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
+
         def fmt(s, digits=0):
             return f"{s['median']:,.{digits}f} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}]"
+
         ok = "met" if r["ratio_of_medians"] >= TARGET else "MISSED"
-        lines.append(f"| {r['num_envs']} | {fmt(r['raw'])} | {fmt(r['grpc'])} | "
-                     f"{r['ratio_of_medians']:.1%} | >= {TARGET:.0%} {ok} | "
-                     f"{r['grpc_wait_ms_per_step']['median']:.2f}, "
-                     f"{r['grpc_step_ms_per_step']['median']:.2f} | {fmt(r['round_trip_ms'], 3)} | "
-                     f"{r['ratio_bound_from_round_trip']:.1%} |")
+        lines.append(
+            f"| {r['num_envs']} | {fmt(r['raw'])} | {fmt(r['grpc'])} | "
+            f"{r['ratio_of_medians']:.1%} | >= {TARGET:.0%} {ok} | "
+            f"{r['grpc_wait_ms_per_step']['median']:.2f}, "
+            f"{r['grpc_step_ms_per_step']['median']:.2f} | {fmt(r['round_trip_ms'], 3)} | "
+            f"{r['ratio_bound_from_round_trip']:.1%} |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "cores": len(os.sched_getaffinity(0)),
-            "load_avg_at_end": os.getloadavg()}
+    return {
+        "python": platform.python_version(),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_avg_at_end": os.getloadavg(),
+    }
 
 
 if __name__ == "__main__":

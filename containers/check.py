@@ -128,11 +128,14 @@ def host_pip_binds() -> list[str]:
     return binds
 
 
-def bwrap_args(rootfs: Path, env: dict[str, str] | None = None,
-               binds: list[str] = ()) -> list[str]:
+def bwrap_args(rootfs: Path, env: dict[str, str] | None = None, binds: list[str] = ()) -> list[str]:
     """bwrap options that enter `rootfs` as /, sharing the host's network."""
-    base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    base_env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
     base_env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
     ca_binds: list[str] = []
     if Path(HOST_CA).exists():
@@ -140,17 +143,37 @@ def bwrap_args(rootfs: Path, env: dict[str, str] | None = None,
         ca_binds = ["--ro-bind", HOST_CA, "/etc/host-ca-certificates.crt"]
         base_env["PIP_CERT"] = "/etc/host-ca-certificates.crt"
     base_env.update(env or {})
-    args = ["bwrap", "--bind", str(rootfs), "/", "--dev", "/dev", "--proc", "/proc",
-            "--perms", "1777", "--tmpfs", "/tmp",
-            "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf", *ca_binds,
-            *host_pip_binds(), *binds, "--unshare-pid", "--die-with-parent", "--clearenv"]
+    args = [
+        "bwrap",
+        "--bind",
+        str(rootfs),
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--ro-bind",
+        "/etc/resolv.conf",
+        "/etc/resolv.conf",
+        *ca_binds,
+        *host_pip_binds(),
+        *binds,
+        "--unshare-pid",
+        "--die-with-parent",
+        "--clearenv",
+    ]
     for key, value in base_env.items():
         args += ["--setenv", key, value]
     return args
 
 
-def bwrap(rootfs: Path, command: list[str], log, env: dict[str, str] | None = None,
-          binds: list[str] = ()) -> int:
+def bwrap(
+    rootfs: Path, command: list[str], log, env: dict[str, str] | None = None, binds: list[str] = ()
+) -> int:
     return run([*bwrap_args(rootfs, env, binds), *command], log)
 
 
@@ -169,14 +192,18 @@ def python_rootfs(work: Path, log) -> Path:
     if not (debian / ".ready").exists():
         if debian.exists():
             shutil.rmtree(debian)
-        if run(["debootstrap", "--variant=minbase", "bookworm", str(debian), DEBIAN_MIRROR],
-               log) != 0:
+        if (
+            run(["debootstrap", "--variant=minbase", "bookworm", str(debian), DEBIAN_MIRROR], log)
+            != 0
+        ):
             raise SystemExit(f"debootstrap failed; see {log.name}")
         (debian / ".ready").touch()
     copy_tree(debian, ready)
-    script = ("apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-              + " ".join(PYTHON_PACKAGES)
-              + " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED && apt-get clean")
+    script = (
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+        + " ".join(PYTHON_PACKAGES)
+        + " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED && apt-get clean"
+    )
     if bwrap(ready, ["/bin/sh", "-ec", script], log) != 0:
         raise SystemExit(f"installing python3 in the root filesystem failed; see {log.name}")
     (ready / ".ready").touch()
@@ -214,8 +241,12 @@ def build(definition: Definition, parent: Path, work: Path, log) -> tuple[Result
         target.parent.mkdir(parents=True, exist_ok=True)
         source = ROOT / src
         if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                source,
+                target,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
         else:
             shutil.copy2(source, target)
     environment = definition.sections.get("environment", "")
@@ -224,8 +255,7 @@ def build(definition: Definition, parent: Path, work: Path, log) -> tuple[Result
     result.post = "ok" if code == 0 else f"failed ({code})"
     if code == 0:
         prelude = ". /.ba3c-environment\n"
-        code = bwrap(rootfs, ["/bin/sh", "-ec", prelude + definition.sections.get("test", "")],
-                     log)
+        code = bwrap(rootfs, ["/bin/sh", "-ec", prelude + definition.sections.get("test", "")], log)
         result.test = "ok" if code == 0 else f"failed ({code})"
         runscript = definition.sections.get("runscript", "")
         code = bwrap(rootfs, ["/bin/sh", "-ec", prelude + runscript, "runscript", "--help"], log)
@@ -235,9 +265,27 @@ def build(definition: Definition, parent: Path, work: Path, log) -> tuple[Result
     return result, rootfs
 
 
-SMOKE_FLAGS = ["--env", "CartPole-v1", "--ps", "1", "--learners", "1", "--pools", "1",
-               "--no-record_node", "--eval_every", "5", "--eval_episodes", "1",
-               "--simulator_procs", "2", "--batch_size", "32", "--save_every", "20"]
+SMOKE_FLAGS = [
+    "--env",
+    "CartPole-v1",
+    "--ps",
+    "1",
+    "--learners",
+    "1",
+    "--pools",
+    "1",
+    "--no-record_node",
+    "--eval_every",
+    "5",
+    "--eval_episodes",
+    "1",
+    "--simulator_procs",
+    "2",
+    "--batch_size",
+    "32",
+    "--save_every",
+    "20",
+]
 
 
 def newest_version(run_dir: Path) -> int:
@@ -260,17 +308,33 @@ def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) ->
         shutil.rmtree(run_dir)
     run_dir.mkdir()
     binds = ["--bind", str(run_dir), str(run_dir)]
-    if bwrap(rootfs["paramserver"], ["ba3c", "init-run", "--run-dir", str(run_dir),
-                                     *SMOKE_FLAGS], log, binds=binds) != 0:
+    if (
+        bwrap(
+            rootfs["paramserver"],
+            ["ba3c", "init-run", "--run-dir", str(run_dir), *SMOKE_FLAGS],
+            log,
+            binds=binds,
+        )
+        != 0
+    ):
         return "init-run failed"
     procs: dict[str, subprocess.Popen] = {}
     verdict = f"no trained checkpoint and evaluation within {timeout:.0f} s"
     try:
         for role in SERVICES:
             procs[role] = subprocess.Popen(
-                [*bwrap_args(rootfs[role], binds=binds), "ba3c", role, "--run-dir",
-                 str(run_dir), "--index", "0"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    *bwrap_args(rootfs[role], binds=binds),
+                    "ba3c",
+                    role,
+                    "--run-dir",
+                    str(run_dir),
+                    "--index",
+                    "0",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 # bwrap ignores SIGTERM (it would die and take the sandbox with it); the
                 # service inside installs its own handler and stops cleanly.
                 preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
@@ -286,7 +350,7 @@ def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) ->
                 break
             time.sleep(1)
     finally:
-        for role in reversed(SERVICES):   # the shard last: it writes a final checkpoint
+        for role in reversed(SERVICES):  # the shard last: it writes a final checkpoint
             proc = procs.get(role)
             if proc is None or proc.poll() is not None:
                 continue
@@ -300,24 +364,37 @@ def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) ->
     if verdict == "ok" and any(codes.values()):
         verdict = f"stopped with exit codes {codes}"
     if verdict == "ok":
-        verdict += (f" (shard version {newest_version(run_dir)}, "
-                    f"{len(evaluated_versions(run_dir))} evaluations)")
+        verdict += (
+            f" (shard version {newest_version(run_dir)}, "
+            f"{len(evaluated_versions(run_dir))} evaluations)"
+        )
     return verdict
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=ROOT / "build" / "containers-check",
-                        help="Where root filesystems and the log go (kept between runs).")
-    parser.add_argument("names", nargs="*", help="Definitions to check (default: all); "
-                        "the base is always built first.")
-    parser.add_argument("--no-run", action="store_true",
-                        help="Skip the smoke run (the four images training CartPole).")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "build" / "containers-check",
+        help="Where root filesystems and the log go (kept between runs).",
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="Definitions to check (default: all); the base is always built first.",
+    )
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="Skip the smoke run (the four images training CartPole).",
+    )
     args = parser.parse_args(argv)
     for tool in ("bwrap", "debootstrap"):
         if shutil.which(tool) is None:
-            parser.exit(2, f"check.py: {tool} is missing (apt-get install bubblewrap "
-                        "debootstrap)\n")
+            parser.exit(
+                2, f"check.py: {tool} is missing (apt-get install bubblewrap debootstrap)\n"
+            )
     if os.geteuid() != 0:
         parser.exit(2, "check.py: needs root (debootstrap and bwrap --bind /)\n")
     wanted = set(args.names or SERVICES)
@@ -351,14 +428,22 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append("smoke run")
         for rootfs in built.values():
             shutil.rmtree(rootfs)
-    print("check.py: " + (f"FAILED: {', '.join(failed)} (see {log_path})" if failed
-                          else "every recipe installs and its service starts"))
+    print(
+        "check.py: "
+        + (
+            f"FAILED: {', '.join(failed)} (see {log_path})"
+            if failed
+            else "every recipe installs and its service starts"
+        )
+    )
     return 1 if failed else 0
 
 
 def row(r: Result) -> str:
-    return (f"{r.name:<12} %post {r.post:<12} %test {r.test:<12} runscript --help "
-            f"{r.runscript:<12} +{r.added_mb:,.0f} MB  {r.seconds:.0f} s")
+    return (
+        f"{r.name:<12} %post {r.post:<12} %test {r.test:<12} runscript --help "
+        f"{r.runscript:<12} +{r.added_mb:,.0f} MB  {r.seconds:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05
-) -> T:
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Polls `condition` until it returns something truthy; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -36,8 +34,10 @@ def wait_for(
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}"
+        + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 def make_run_dir(path: Path, **overrides: Any) -> RunDir:
@@ -65,8 +65,12 @@ class Process:
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.popen = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-            start_new_session=True, cwd=ROOT,
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+            cwd=ROOT,
         )
 
     @property

@@ -19,30 +19,59 @@ def parse(argv):
 def test_defaults_follow_the_seeds_best_run():
     cfg = configuration.load(environ={})
     assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == (
-        "adam", 0.001, 0.8, 0.75)
+        "adam",
+        0.001,
+        0.8,
+        0.75,
+    )
     assert cfg.optim.epsilon == 1e-8 and cfg.learner.t_max == 5 and cfg.learner.gamma == 0.99
 
 
 def test_each_layer_overrides_the_one_before(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('[optim]\nlr = 0.01\nbeta1 = 0.5\n[learner]\nbatch_size = 64\n'
-                    '[run]\nenv = "Pong"\n')
+    toml.write_text(
+        '[optim]\nlr = 0.01\nbeta1 = 0.5\n[learner]\nbatch_size = 64\n[run]\nenv = "Pong"\n'
+    )
     environ = {"BA3C_LR": "0.02", "BA3C_BATCH_SIZE": "32"}
     args = parse(["-l", "0.03", "--use_sync", "-g", "4"])
     cfg = configuration.load(toml, environ=environ, args=args)
-    assert cfg.optim.lr == 0.03           # flag beats environment beats file
-    assert cfg.learner.batch_size == 32   # environment beats file
-    assert cfg.optim.beta1 == 0.5         # file beats default
+    assert cfg.optim.lr == 0.03  # flag beats environment beats file
+    assert cfg.learner.batch_size == 32  # environment beats file
+    assert cfg.optim.beta1 == 0.5  # file beats default
     assert cfg.run.env == "Pong"
     assert cfg.paramserver.use_sync is True and cfg.paramserver.replicas_to_aggregate == 4
-    assert cfg.optim.beta2 == 0.75        # untouched default
+    assert cfg.optim.beta2 == 0.75  # untouched default
 
 
 def test_seed_flag_names_are_accepted():
-    args = parse(["--ps", "4", "--fc_neurons", "256", "--fc_splits", "2",
-                  "--simulator_procs", "8", "--beta1", "0.9", "--beta2", "0.99",
-                  "--epsilon", "1e-6", "--save_every", "10", "-e", "CartPole-v1",
-                  "-b", "16", "-o", "rmsprop", "--eval_node", "--record_node"])
+    args = parse(
+        [
+            "--ps",
+            "4",
+            "--fc_neurons",
+            "256",
+            "--fc_splits",
+            "2",
+            "--simulator_procs",
+            "8",
+            "--beta1",
+            "0.9",
+            "--beta2",
+            "0.99",
+            "--epsilon",
+            "1e-6",
+            "--save_every",
+            "10",
+            "-e",
+            "CartPole-v1",
+            "-b",
+            "16",
+            "-o",
+            "rmsprop",
+            "--eval_node",
+            "--record_node",
+        ]
+    )
     cfg = configuration.load(environ={}, args=args)
     assert cfg.paramserver.ps == 4 and cfg.model.fc_splits == 2
     assert cfg.simulator.simulator_procs == 8 and cfg.run.env == "CartPole-v1"
@@ -85,17 +114,23 @@ def test_unknown_toml_keys_are_errors_not_silently_ignored(tmp_path):
 
 
 def test_every_knob_is_documented_in_help():
-    out = subprocess.run([sys.executable, "-m", "ba3c.cli", "config", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ba3c.cli", "config", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for k in configuration.knobs():
         assert k.flag in out, k.name
         assert k.help.split()[0] in out
 
 
 def test_bad_flag_value_is_one_line_not_a_traceback():
-    proc = subprocess.run([sys.executable, "-m", "ba3c.cli", "config", "--lr", "fast"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ba3c.cli", "config", "--lr", "fast"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "ba3c config: error: flag --lr: lr expects float, got 'fast'")
+        "ba3c config: error: flag --lr: lr expects float, got 'fast'"
+    )
     assert "Traceback" not in proc.stderr

@@ -10,8 +10,9 @@ import pytest
 
 from tests.support import ROOT
 
-SERVICES = sorted(p.name for p in (ROOT / "services").iterdir()
-                  if p.is_dir() and (p / "__init__.py").exists())
+SERVICES = sorted(
+    p.name for p in (ROOT / "services").iterdir() if p.is_dir() and (p / "__init__.py").exists()
+)
 
 
 @pytest.mark.parametrize("service", ["paramserver", "simulator"])
@@ -41,21 +42,32 @@ def test_no_service_imports_another_service(service):
                 names = [node.module]
             for name in names:
                 assert not any(name == o or name.startswith(o + ".") for o in others), (
-                    f"{path.relative_to(ROOT)} imports {name}")
+                    f"{path.relative_to(ROOT)} imports {name}"
+                )
 
 
 def test_generated_protobuf_code_is_up_to_date(tmp_path):
     protos = sorted((ROOT / "protos").rglob("*.proto"))
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}",
-         f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-         *map(str, protos)],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            *map(str, protos),
+        ],
         check=True,
     )
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*"))
     assert generated, "protoc generated nothing"
-    stale = [str(p) for p in generated if not (ROOT / p).exists()
-             or not filecmp.cmp(tmp_path / p, ROOT / p, shallow=False)]
+    stale = [
+        str(p)
+        for p in generated
+        if not (ROOT / p).exists() or not filecmp.cmp(tmp_path / p, ROOT / p, shallow=False)
+    ]
     assert not stale, f"run `make protos` and commit: {stale}"
 
 
@@ -71,7 +83,12 @@ def test_every_module_says_what_it_is_for():
 
 
 def test_the_ba3c_command_lists_every_service():
-    out = subprocess.run([sys.executable, "-m", "ba3c.cli", "--help"], capture_output=True,
-                         text=True, check=True, cwd=Path("/")).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ba3c.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path("/"),
+    ).stdout
     for name in ("paramserver", "learner", "simulator", "evaluator", "train"):
         assert f"  {name} " in out

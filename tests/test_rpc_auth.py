@@ -11,9 +11,16 @@ from tests.support import wait_for
 @pytest.fixture
 def server(run_dir_factory, processes):
     import sys
+
     run_dir = run_dir_factory()
-    processes("health-server", sys.executable, "-m", "tests.servers.health_only",
-              str(run_dir.path), raw=True)
+    processes(
+        "health-server",
+        sys.executable,
+        "-m",
+        "tests.servers.health_only",
+        str(run_dir.path),
+        raw=True,
+    )
     address = wait_for(lambda: run_dir.read_address("health", 0), 30, "the server's address")
     return run_dir, address
 
@@ -51,7 +58,8 @@ def test_a_streaming_call_without_token_is_refused_too(server):
     _, address = server
     with grpc.insecure_channel(address) as channel:
         stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=10)
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
         with pytest.raises(grpc.RpcError) as info:
             next(stream)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

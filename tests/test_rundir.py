@@ -74,6 +74,6 @@ def test_addresses_and_targets_are_published_and_listed(tmp_path):
 
     run_dir.write_target("learner", 0, "127.0.0.1:9100")
     entry = json.loads(run_dir.target_path("learner", 0).read_text())
-    assert entry == [{"targets": ["127.0.0.1:9100"],
-                      "labels": {"run": "r", "role": "learner", "index": "0"}}]
-
+    assert entry == [
+        {"targets": ["127.0.0.1:9100"], "labels": {"run": "r", "role": "learner", "index": "0"}}
+    ]

@@ -21,12 +21,19 @@ print("stopped", flush=True)
 
 def test_sigterm_during_a_log_write_never_hangs(tmp_path):
     for attempt in range(10):
-        proc = subprocess.Popen([sys.executable, "-c", LOOP, str(tmp_path / f"{attempt}.log")],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOOP, str(tmp_path / f"{attempt}.log")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert proc.stdout.readline().strip() == "ready"
-            wait_for(lambda a=attempt: (tmp_path / f"{a}.log").stat().st_size > 100_000, 30,
-                     "the loop to be logging")
+            wait_for(
+                lambda a=attempt: (tmp_path / f"{a}.log").stat().st_size > 100_000,
+                30,
+                "the loop to be logging",
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0, f"attempt {attempt}: did not stop"
             assert proc.stdout.read().strip() == "stopped"

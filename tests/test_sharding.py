@@ -5,12 +5,20 @@ import pytest
 
 from ba3c.sharding import Assignment
 
-NATURE = [("conv1/kernel", (8, 8, 4, 32)), ("conv1/bias", (32,)),
-          ("conv2/kernel", (4, 4, 32, 64)), ("conv2/bias", (64,)),
-          ("conv3/kernel", (3, 3, 64, 64)), ("conv3/bias", (64,)),
-          ("fc/kernel", (3136, 512)), ("fc/bias", (512,)),
-          ("policy/kernel", (512, 4)), ("policy/bias", (4,)),
-          ("value/kernel", (512, 1)), ("value/bias", (1,))]
+NATURE = [
+    ("conv1/kernel", (8, 8, 4, 32)),
+    ("conv1/bias", (32,)),
+    ("conv2/kernel", (4, 4, 32, 64)),
+    ("conv2/bias", (64,)),
+    ("conv3/kernel", (3, 3, 64, 64)),
+    ("conv3/bias", (64,)),
+    ("fc/kernel", (3136, 512)),
+    ("fc/bias", (512,)),
+    ("policy/kernel", (512, 4)),
+    ("policy/bias", (4,)),
+    ("value/kernel", (512, 1)),
+    ("value/bias", (1,)),
+]
 
 
 def test_same_inputs_give_the_same_assignment():
@@ -42,8 +50,9 @@ def test_split_then_join_restores_every_variable():
 
 def test_join_names_a_missing_piece():
     a = Assignment(NATURE, 2, {"fc/kernel": 2})
-    pieces = {n: v for s in a.split({n: np.zeros(s, np.float32) for n, s in NATURE})
-              for n, v in s.items()}
+    pieces = {
+        n: v for s in a.split({n: np.zeros(s, np.float32) for n, s in NATURE}) for n, v in s.items()
+    }
     del pieces["fc/kernel#1/2"]
     with pytest.raises(KeyError, match="fc/kernel#1/2"):
         a.join(pieces)

@@ -8,9 +8,7 @@ from ba3c.tensors import TensorError
 from ba3c.v1 import tensor_pb2 as pb
 
 
-@pytest.mark.parametrize(
-    "dtype", ["float32", "float16", "uint8", "int32", "int64"]
-)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8", "int32", "int64"])
 @pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 3, 4), (1, 84, 84, 4)])
 def test_round_trip_is_exact_for_numpy_dtypes(dtype, shape):
     rng = np.random.default_rng(0)
@@ -34,14 +32,14 @@ def test_bfloat16_round_trip_keeps_three_significant_digits():
     assert message.dtype == pb.BFLOAT16 and len(message.data) == 2 * array.size
     back = tensors.decode(message)
     assert back.dtype == np.float32
-    np.testing.assert_allclose(back, array, rtol=2 ** -8)
+    np.testing.assert_allclose(back, array, rtol=2**-8)
 
 
 def test_bfloat16_rounds_to_nearest_even_and_keeps_nan():
     # 1 + 2^-8 is exactly between two bfloat16 values: ties go to the even one (1.0)
-    halfway = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, np.nan], np.float32)
+    halfway = np.array([1 + 2**-8, 1 + 3 * 2**-8, np.nan], np.float32)
     back = tensors.decode(tensors.encode(halfway, "bfloat16"))
-    assert back[0] == 1.0 and back[1] == 1 + 2 ** -6 and np.isnan(back[2])
+    assert back[0] == 1.0 and back[1] == 1 + 2**-6 and np.isnan(back[2])
 
 
 def test_bytes_are_little_endian_c_order():

@@ -36,23 +36,35 @@ def make_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_argument_group("run directory")
     where.add_argument("--run-dir", help="Where the run lives (default: runs/NAME-TIME/).")
-    where.add_argument("--resume", metavar="RUN_DIR",
-                       help="Continue a stopped run from its checkpoints, with its config.toml.")
+    where.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue a stopped run from its checkpoints, with its config.toml.",
+    )
     where.add_argument("--config", help="A TOML file applied over the defaults (new runs).")
     bounds = parser.add_argument_group("when to stop (the first bound reached ends the run)")
     bounds.add_argument("--steps", type=int, help="Stop at this version (global step).")
     bounds.add_argument("--frames", type=int, help="Stop after this many environment frames.")
     bounds.add_argument("--minutes", type=float, help="Stop after this many minutes.")
-    bounds.add_argument("--stop-score", type=float,
-                        help="Stop once an evaluation's mean score reaches this.")
+    bounds.add_argument(
+        "--stop-score", type=float, help="Stop once an evaluation's mean score reaches this."
+    )
     view = parser.add_argument_group("display")
-    view.add_argument("--plain", action="store_true",
-                      help="Plain progress lines instead of the live table (default when "
-                           "standard output is not a terminal).")
-    view.add_argument("--progress-every", type=float, default=10.0,
-                      help="Seconds between plain progress lines.")
-    parser.add_argument("--max-restarts", type=int, default=5,
-                        help="Restarts allowed per process before the run is given up.")
+    view.add_argument(
+        "--plain",
+        action="store_true",
+        help="Plain progress lines instead of the live table (default when "
+        "standard output is not a terminal).",
+    )
+    view.add_argument(
+        "--progress-every", type=float, default=10.0, help="Seconds between plain progress lines."
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="Restarts allowed per process before the run is given up.",
+    )
     configuration.add_flags(parser)
     return parser
 
@@ -69,11 +81,16 @@ def prepare_run_dir(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         run_dir = RunDir(args.resume)
         chosen = sorted(explicitly_set(args, {}))
         if chosen:
-            parser.exit(EXIT_USAGE, f"ba3c train: error: --resume uses {run_dir.config_path}; "
-                                    f"edit it instead of passing --{', --'.join(chosen)}\n")
+            parser.exit(
+                EXIT_USAGE,
+                f"ba3c train: error: --resume uses {run_dir.config_path}; "
+                f"edit it instead of passing --{', --'.join(chosen)}\n",
+            )
         if not run_dir.config_path.exists():
-            parser.exit(EXIT_USAGE, f"ba3c train: error: {run_dir.path} is not a run directory "
-                                    "(no config.toml)\n")
+            parser.exit(
+                EXIT_USAGE,
+                f"ba3c train: error: {run_dir.path} is not a run directory (no config.toml)\n",
+            )
         return run_dir.ensure()
     try:
         cfg = configuration.load(args.config, args=args)
@@ -83,8 +100,11 @@ def prepare_run_dir(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     if args.run_dir:
         run_dir = RunDir(args.run_dir)
         if run_dir.config_path.exists():
-            parser.exit(EXIT_USAGE, f"ba3c train: error: {run_dir.path} already holds a run; "
-                                    f"continue it with --resume {args.run_dir}\n")
+            parser.exit(
+                EXIT_USAGE,
+                f"ba3c train: error: {run_dir.path} already holds a run; "
+                f"continue it with --resume {args.run_dir}\n",
+            )
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = RunDir(Path("runs") / f"{cfg.run.name}-{stamp}")
@@ -117,6 +137,7 @@ class View:
     def __enter__(self) -> View:
         if not self.plain:
             from rich.live import Live
+
             self._live = Live(refresh_per_second=2, transient=False)
             self._live.__enter__()
         return self
@@ -134,6 +155,7 @@ class View:
     def show(self, fields: list[tuple[str, str]], processes: dict[str, str]) -> None:
         if self._live is not None:
             from rich.table import Table
+
             table = Table(show_header=False, box=None, title="ba3c train", title_justify="left")
             table.add_column(style="bold")
             table.add_column()
@@ -196,9 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
             snap = observer.snapshot()
             elapsed = time.monotonic() - started
-            view.show(progress.summary_fields(snap, before, elapsed,
-                                              progress.online_score(snap, before)),
-                      process_health(supervisor))
+            view.show(
+                progress.summary_fields(snap, before, elapsed, progress.online_score(snap, before)),
+                process_health(supervisor),
+            )
             before = snap
             why = bound_reached(args, snap, elapsed)
             if why:

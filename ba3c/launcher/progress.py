@@ -29,7 +29,7 @@ ONLINE_RETURN = "ba3c_learner_online_episode_return"  # histogram: _sum and _cou
 @dataclass
 class Snapshot:
     at: float
-    versions: dict[int, int] = field(default_factory=dict)   # shard -> version
+    versions: dict[int, int] = field(default_factory=dict)  # shard -> version
     env_frames: int = 0
     live_learners: int = 0
     agent_steps: float = 0.0
@@ -70,7 +70,8 @@ class Observer:
                 continue
             try:
                 out[index] = self._stub(address).Status(
-                    ps_pb.StatusRequest(), timeout=2, wait_for_ready=False)
+                    ps_pb.StatusRequest(), timeout=2, wait_for_ready=False
+                )
             except grpc.RpcError:
                 continue
         return out
@@ -127,8 +128,9 @@ def rate(now: Snapshot, before: Snapshot | None, attr: str) -> float:
 def online_score(now: Snapshot, before: Snapshot | None) -> float | None:
     """Mean return of the episodes that ended since `before` (or ever, if none did)."""
     if before is not None and now.online_return_count > before.online_return_count:
-        return ((now.online_return_sum - before.online_return_sum)
-                / (now.online_return_count - before.online_return_count))
+        return (now.online_return_sum - before.online_return_sum) / (
+            now.online_return_count - before.online_return_count
+        )
     if now.online_return_count:
         return now.online_return_sum / now.online_return_count
     return None
@@ -146,22 +148,31 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def summary_fields(now: Snapshot, before: Snapshot | None, elapsed: float,
-                   score: float | None) -> list[tuple[str, str]]:
+def summary_fields(
+    now: Snapshot, before: Snapshot | None, elapsed: float, score: float | None
+) -> list[tuple[str, str]]:
     """(label, value) pairs shown by both the live table and the plain progress lines."""
     ev = now.evaluation
-    eval_text = "-" if not ev else (
-        f"{ev['mean']:.1f} (max {ev['max']:.0f}, v{ev['version']}, "
-        f"{fmt_count(ev.get('env_frames', 0))} frames)")
+    eval_text = (
+        "-"
+        if not ev
+        else (
+            f"{ev['mean']:.1f} (max {ev['max']:.0f}, v{ev['version']}, "
+            f"{fmt_count(ev.get('env_frames', 0))} frames)"
+        )
+    )
     versions = " ".join(f"{k}:{v}" for k, v in sorted(now.versions.items())) or "-"
     return [
         ("elapsed", fmt_duration(elapsed)),
-        ("env frames", f"{fmt_count(now.env_frames)} "
-                       f"({fmt_count(rate(now, before, 'env_frames'))}/s)"),
-        ("agent steps", f"{fmt_count(now.agent_steps)} "
-                        f"({fmt_count(rate(now, before, 'agent_steps'))}/s)"),
-        ("train steps", f"{fmt_count(now.train_steps)} "
-                        f"({rate(now, before, 'train_steps'):.1f}/s)"),
+        (
+            "env frames",
+            f"{fmt_count(now.env_frames)} ({fmt_count(rate(now, before, 'env_frames'))}/s)",
+        ),
+        (
+            "agent steps",
+            f"{fmt_count(now.agent_steps)} ({fmt_count(rate(now, before, 'agent_steps'))}/s)",
+        ),
+        ("train steps", f"{fmt_count(now.train_steps)} ({rate(now, before, 'train_steps'):.1f}/s)"),
         ("versions", versions),
         ("online score", "-" if score is None else f"{score:.1f}"),
         ("eval score", eval_text),

@@ -66,24 +66,37 @@ class Child:
 class Supervisor:
     """Keeps a run's processes alive within their restart budget."""
 
-    def __init__(self, run_dir: RunDir, specs: list[ProcessSpec],
-                 report: Callable[[str], None] = print):
+    def __init__(
+        self, run_dir: RunDir, specs: list[ProcessSpec], report: Callable[[str], None] = print
+    ):
         self.run_dir = run_dir
         self.report = report
         self.children = [Child(s, run_dir.sub("logs") / f"{s.name}.out") for s in specs]
         self.failed: str | None = None  # why the run cannot go on, if it cannot
 
     def command(self, spec: ProcessSpec) -> list[str]:
-        return [sys.executable, "-m", "ba3c.cli", spec.role, "--run-dir", str(self.run_dir.path),
-                "--index", str(spec.index)]
+        return [
+            sys.executable,
+            "-m",
+            "ba3c.cli",
+            spec.role,
+            "--run-dir",
+            str(self.run_dir.path),
+            "--index",
+            str(spec.index),
+        ]
 
     def _spawn(self, child: Child) -> None:
         child.out_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         with open(child.out_path, "ab") as out:
             child.popen = subprocess.Popen(
-                self.command(child.spec), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                self.command(child.spec),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child.started_at = time.monotonic()
@@ -111,8 +124,10 @@ class Supervisor:
                 + _indent(tail(child.out_path))
             )
             if child.restarts >= child.spec.max_restarts:
-                self.failed = (f"{child.name} died {child.restarts + 1} times; giving up "
-                               f"(see {child.out_path})")
+                self.failed = (
+                    f"{child.name} died {child.restarts + 1} times; giving up "
+                    f"(see {child.out_path})"
+                )
                 return
             child.restarts += 1
             self.report(f"restarting {child.name} ({child.restarts}/{child.spec.max_restarts})")

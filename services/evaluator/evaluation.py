@@ -47,7 +47,10 @@ class Evaluation:
         return models.assignment(self.cfg, self.model)
 
     def run(
-        self, weights: Mapping[str, np.ndarray], version: int, env_frames: int,
+        self,
+        weights: Mapping[str, np.ndarray],
+        version: int,
+        env_frames: int,
         versions: tuple[int, ...] = (),
     ) -> EvalResult:
         """Plays cfg.evaluator.eval_episodes episodes with `weights`; never interrupted."""
@@ -75,9 +78,13 @@ class Evaluation:
                     videos.prune(self.video_dir, ev.keep_videos)
             episodes.append(episode)
         return EvalResult(
-            version=version, env_frames=env_frames, episodes=tuple(episodes),
-            seconds=time.monotonic() - started, greedy=ev.eval_greedy,
-            versions=tuple(versions), video=video_name,
+            version=version,
+            env_frames=env_frames,
+            episodes=tuple(episodes),
+            seconds=time.monotonic() - started,
+            greedy=ev.eval_greedy,
+            versions=tuple(versions),
+            video=video_name,
         )
 
     def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:

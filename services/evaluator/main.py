@@ -29,7 +29,11 @@ VERSION_POLL = 1.0  # seconds between looks at the shards while no evaluation is
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--record", dest="record_node", action="store_const", const=True, default=None,
+        "--record",
+        dest="record_node",
+        action="store_const",
+        const=True,
+        default=None,
         help="Same as --record_node: save the first episode of each evaluation as an MP4.",
     )
 
@@ -91,8 +95,13 @@ def _serve(ctx: service.ServiceContext) -> int:
     models.configure_threads(cfg.learner.threads)
     evaluation = _evaluation(cfg, ctx.run_dir.sub("videos") if ev.record_node else None)
     reader = ShardReader(
-        ctx.run_dir, ctx.token, evaluation.assignment(), ctx.name,
-        rpc.message_limit(cfg.net.max_message_mb), cfg.net.rpc_timeout, ctx.stop,
+        ctx.run_dir,
+        ctx.token,
+        evaluation.assignment(),
+        ctx.name,
+        rpc.message_limit(cfg.net.max_message_mb),
+        cfg.net.rpc_timeout,
+        ctx.stop,
     )
     summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
     schedule = Schedule(ev.eval_every, ev.eval_every_versions)
@@ -101,9 +110,16 @@ def _serve(ctx: service.ServiceContext) -> int:
     if previous and previous[-1].get("versions"):
         # restarted: do not evaluate again what the previous process already did
         schedule.last_versions = tuple(previous[-1]["versions"])
-    log.info("evaluator ready", shards=cfg.paramserver.ps, env=cfg.run.env,
-             episodes=ev.eval_episodes, greedy=ev.eval_greedy, record=ev.record_node,
-             every_seconds=ev.eval_every, every_versions=ev.eval_every_versions)
+    log.info(
+        "evaluator ready",
+        shards=cfg.paramserver.ps,
+        env=cfg.run.env,
+        episodes=ev.eval_episodes,
+        greedy=ev.eval_greedy,
+        record=ev.record_node,
+        every_seconds=ev.eval_every,
+        every_versions=ev.eval_every_versions,
+    )
     evaluations = 0
     try:
         while not ctx.stop.is_set():
@@ -115,10 +131,15 @@ def _serve(ctx: service.ServiceContext) -> int:
                 _wait_until_due(ctx, reader, schedule)
                 continue
             schedule.started(snapshot.versions, now)
-            log.info("evaluation started", version=snapshot.version, versions=snapshot.versions,
-                     episodes=ev.eval_episodes)
-            result = evaluation.run(snapshot.weights, snapshot.version, snapshot.env_frames,
-                                    snapshot.versions)
+            log.info(
+                "evaluation started",
+                version=snapshot.version,
+                versions=snapshot.versions,
+                episodes=ev.eval_episodes,
+            )
+            result = evaluation.run(
+                snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
+            )
             report.publish(result, jsonl)
             summaries.write(result)
             evaluations += 1

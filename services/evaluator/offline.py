@@ -25,18 +25,43 @@ PROG = "ba3c evaluate"
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="A run directory or its checkpoints/ folder.")
-    parser.add_argument("--episodes", dest="eval_episodes", metavar="N", default=None,
-                        help="Episodes to play (same as --eval_episodes).")
-    parser.add_argument("--record", dest="record_node", action="store_const", const=True,
-                        default=None, help="Save the first episode as an MP4 (--record_node).")
-    parser.add_argument("--greedy", dest="eval_greedy", action="store_const", const=True,
-                        default=None, help="Play the greedy policy (same as --eval_greedy).")
-    parser.add_argument("--video-dir", default="videos", metavar="DIR",
-                        help="Where --record puts the video.")
-    parser.add_argument("--json", action="store_true",
-                        help="Print the result as one JSON line (the eval.jsonl format).")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="A run directory or its checkpoints/ folder.",
+    )
+    parser.add_argument(
+        "--episodes",
+        dest="eval_episodes",
+        metavar="N",
+        default=None,
+        help="Episodes to play (same as --eval_episodes).",
+    )
+    parser.add_argument(
+        "--record",
+        dest="record_node",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Save the first episode as an MP4 (--record_node).",
+    )
+    parser.add_argument(
+        "--greedy",
+        dest="eval_greedy",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Play the greedy policy (same as --eval_greedy).",
+    )
+    parser.add_argument(
+        "--video-dir", default="videos", metavar="DIR", help="Where --record puts the video."
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="Print the result as one JSON line (the eval.jsonl format).",
+    )
     configuration.add_flags(parser)
     return parser
 
@@ -79,8 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights = evaluation.assignment().join(pieces)
         result = evaluation.run(weights, version, env_frames)
     except (KeyError, models.ModelError) as e:
-        parser.exit(2, f"{PROG}: error: the checkpoint does not fit the model of this "
-                       f"configuration ({e}); pass the run directory or the same model flags\n")
+        parser.exit(
+            2,
+            f"{PROG}: error: the checkpoint does not fit the model of this "
+            f"configuration ({e}); pass the run directory or the same model flags\n",
+        )
     finally:
         evaluation.close()
     if args.json:
@@ -92,10 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def summary(result, env: str, video_dir: Path | None) -> str:
     s = result.stats
-    text = (f"{env} version {result.version} ({result.env_frames} frames): "
-            f"mean {s.mean:.2f} std {s.std:.2f} min {s.min:g} max {s.max:g} "
-            f"over {len(result.episodes)} episodes, mean length {result.mean_length:.0f} steps, "
-            f"{'greedy' if result.greedy else 'sampled'} actions, {result.seconds:.1f} s")
+    text = (
+        f"{env} version {result.version} ({result.env_frames} frames): "
+        f"mean {s.mean:.2f} std {s.std:.2f} min {s.min:g} max {s.max:g} "
+        f"over {len(result.episodes)} episodes, mean length {result.mean_length:.0f} steps, "
+        f"{'greedy' if result.greedy else 'sampled'} actions, {result.seconds:.1f} s"
+    )
     if video_dir is not None and result.video:
         text += f"\nvideo: {video_dir / result.video}"
     return text

@@ -31,7 +31,8 @@ from ba3c.v1 import paramserver_pb2_grpc as ps_grpc
 log = structlog.get_logger()
 
 PULLS = prom.Counter(
-    "ba3c_eval_pulls_total", "Pull calls to the shards, by outcome (new or unchanged).",
+    "ba3c_eval_pulls_total",
+    "Pull calls to the shards, by outcome (new or unchanged).",
     ["outcome"],
 )
 PULL_SECONDS = prom.Histogram("ba3c_eval_pull_seconds", "Latency of one Pull call.")
@@ -40,8 +41,12 @@ PULL_BYTES = prom.Counter("ba3c_eval_pull_bytes_total", "Bytes of parameters pul
 # Waiting for a shard: short deadlines so that a stop request is noticed quickly.
 CONNECT_TIMEOUT = 2.0
 RETRY_PAUSE = (0.2, 2.0)  # first and longest pause between attempts, seconds
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.CANCELLED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 class ReadError(RuntimeError):
@@ -199,8 +204,13 @@ class ShardReader:
                 f"{address} (addresses/paramserver-{shard.index}) says it is shard "
                 f"{reply.shard_index}"
             )
-        log.info("registered", shard=shard.index, address=address, version=reply.version,
-                 initialized=reply.initialized)
+        log.info(
+            "registered",
+            shard=shard.index,
+            address=address,
+            version=reply.version,
+            initialized=reply.initialized,
+        )
         return True
 
     def _pull(self, shard: _Shard) -> _Shard:
@@ -254,9 +264,11 @@ class ShardReader:
             problems.append(f"missing {missing}")
         if unknown:
             problems.append(f"unknown {unknown}")
-        problems += [f"{n} has shape {list(got[n])}, the model expects {list(expected[n])}"
-                     for n in wrong]
+        problems += [
+            f"{n} has shape {list(got[n])}, the model expects {list(expected[n])}" for n in wrong
+        ]
         raise ReadError(
             f"paramserver-{index} holds parameters that do not fit this model ("
-            + "; ".join(problems) + "); is the evaluator using the run's config.toml?"
+            + "; ".join(problems)
+            + "); is the evaluator using the run's config.toml?"
         )

@@ -33,7 +33,8 @@ ENV_FRAMES = prom.Gauge(
 EVALUATIONS = prom.Counter("ba3c_evaluations_total", "Evaluations completed.")
 EPISODES = prom.Counter("ba3c_eval_episodes_total", "Evaluation episodes played.")
 DURATION = prom.Histogram(
-    "ba3c_eval_seconds", "Wall time of one evaluation.",
+    "ba3c_eval_seconds",
+    "Wall time of one evaluation.",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
 )
 

@@ -13,8 +13,14 @@ import tensorflow as tf
 
 from services.evaluator.stats import EvalResult
 
-TAGS = ("eval/score_mean", "eval/score_max", "eval/score_min", "eval/score_std",
-        "eval/episode_length", "eval/env_frames")
+TAGS = (
+    "eval/score_mean",
+    "eval/score_max",
+    "eval/score_min",
+    "eval/score_std",
+    "eval/episode_length",
+    "eval/env_frames",
+)
 
 
 class EvalSummaries:

@@ -64,9 +64,14 @@ class VideoRecorder:
             # yuv420p needs even sides; pad by one row/column rather than rescale
             self._size = (frame.shape[0] + frame.shape[0] % 2, frame.shape[1] + frame.shape[1] % 2)
             self._writer = imageio_ffmpeg.write_frames(
-                str(self._tmp), (self._size[1], self._size[0]), fps=self.fps,
-                codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-                macro_block_size=1, ffmpeg_log_level="error",
+                str(self._tmp),
+                (self._size[1], self._size[0]),
+                fps=self.fps,
+                codec="libx264",
+                pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                ffmpeg_log_level="error",
             )
             self._writer.send(None)
         self._writer.send(np.ascontiguousarray(_fit(frame, self._size), dtype=np.uint8))

@@ -87,8 +87,9 @@ class Progress:
 class ModelSpec:
     """What a pool must match: observation shape and dtype, number of actions."""
 
-    def __init__(self, observation_shape: tuple[int, ...], observation_dtype: str,
-                 num_actions: int):
+    def __init__(
+        self, observation_shape: tuple[int, ...], observation_dtype: str, num_actions: int
+    ):
         self.observation_shape = tuple(int(d) for d in observation_shape)
         self.observation_dtype = np.dtype(observation_dtype).name
         self.num_actions = int(num_actions)
@@ -99,18 +100,25 @@ class ModelSpec:
         if not 1 <= spec.num_envs <= MAX_ENVS:
             raise BadRequest(f"spec.num_envs must be in [1, {MAX_ENVS}], got {spec.num_envs}")
         if shape != self.observation_shape:
-            raise BadRequest(f"spec.observation_shape {list(shape)} does not match the "
-                             f"learner's model, which takes {list(self.observation_shape)}")
+            raise BadRequest(
+                f"spec.observation_shape {list(shape)} does not match the "
+                f"learner's model, which takes {list(self.observation_shape)}"
+            )
         if dtype != self.observation_dtype:
-            raise BadRequest(f"spec.observation_dtype {dtype} does not match the learner's "
-                             f"model, which takes {self.observation_dtype}")
+            raise BadRequest(
+                f"spec.observation_dtype {dtype} does not match the learner's "
+                f"model, which takes {self.observation_dtype}"
+            )
         if spec.num_actions != self.num_actions:
-            raise BadRequest(f"spec.num_actions {spec.num_actions} does not match the "
-                             f"learner's model, which has {self.num_actions} actions")
+            raise BadRequest(
+                f"spec.num_actions {spec.num_actions} does not match the "
+                f"learner's model, which has {self.num_actions} actions"
+            )
 
 
-def parse_step(request: pb.ActRequest, spec: pb.PoolSpec, first: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_step(
+    request: pb.ActRequest, spec: pb.PoolSpec, first: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(observations, rewards, dones) of a request, checked against the pool's spec."""
     n = spec.num_envs
     try:
@@ -121,14 +129,17 @@ def parse_step(request: pb.ActRequest, spec: pb.PoolSpec, first: bool
     if obs.shape != want or request.observations.dtype != spec.observation_dtype:
         raise BadRequest(
             f"observations must be {tensors.dtype_name(spec.observation_dtype)} {list(want)}, "
-            f"got {tensors.dtype_name(request.observations.dtype)} {list(obs.shape)}")
+            f"got {tensors.dtype_name(request.observations.dtype)} {list(obs.shape)}"
+        )
     if obs.dtype.kind == "f" and not np.all(np.isfinite(obs)):
         raise BadRequest("observations contain NaN or Inf")
     if first:
         return obs, np.zeros(0, np.float32), np.zeros(0, bool)
     if len(request.rewards) != n or len(request.dones) != n:
-        raise BadRequest(f"rewards and dones need {n} entries each after the first request, "
-                         f"got {len(request.rewards)} and {len(request.dones)}")
+        raise BadRequest(
+            f"rewards and dones need {n} entries each after the first request, "
+            f"got {len(request.rewards)} and {len(request.dones)}"
+        )
     rewards = np.asarray(request.rewards, np.float32)
     if not np.all(np.isfinite(rewards)):
         raise BadRequest("rewards contain NaN or Inf")
@@ -141,10 +152,18 @@ def parse_step(request: pb.ActRequest, spec: pb.PoolSpec, first: bool
 
 
 class ActServicer(learner_pb2_grpc.LearnerServicer):
-    def __init__(self, model_spec: ModelSpec, predictor: Predictor,
-                 transitions: queue.Queue[Transition], progress: Progress,
-                 version: Callable[[], int], t_max: int, gamma: float, seed: int,
-                 stop: threading.Event):
+    def __init__(
+        self,
+        model_spec: ModelSpec,
+        predictor: Predictor,
+        transitions: queue.Queue[Transition],
+        progress: Progress,
+        version: Callable[[], int],
+        t_max: int,
+        gamma: float,
+        seed: int,
+        stop: threading.Event,
+    ):
         self.model_spec = model_spec
         self.predictor = predictor
         self.transitions = transitions
@@ -188,8 +207,7 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
                     context.abort(grpc.StatusCode.UNAVAILABLE, "learner is stopping")
                 actions = sample_actions(logits, greedy=False, rng=rng)
                 self.progress.add_frames(request.env_frames, spec.num_envs)
-                self.progress.add_episodes(
-                    [ep.episode_return for ep in request.finished_episodes])
+                self.progress.add_episodes([ep.episode_return for ep in request.finished_episodes])
                 yield pb.ActResponse(actions=actions.tolist(), version=self.version())
                 # The memory work happens after answering, while the pool steps.
                 if t > 0:

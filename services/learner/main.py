@@ -31,6 +31,7 @@ def _forward(model: models.PolicyValueModel):
     def forward(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, values = model(observations)
         return logits.numpy(), values.numpy()
+
     return forward
 
 
@@ -48,14 +49,20 @@ def run(ctx: service.ServiceContext) -> int:
     try:
         env = envs.describe(cfg)
         obs_dtype = np.dtype(env.observation_dtype).name
-        model = models.build_model(cfg, tuple(env.observation_shape), env.num_actions,
-                                   obs_dtype)
+        model = models.build_model(cfg, tuple(env.observation_shape), env.num_actions, obs_dtype)
     except (envs.EnvError, models.ModelError) as e:
         return service.fail(ROLE, str(e))
     layout = models.assignment(cfg, model)
-    log.info("model built", kind=model.kind, env=cfg.run.env, threads=threads,
-             observation_shape=list(model.observation_shape), num_actions=model.num_actions,
-             parameters=sum(p.size for p in layout.pieces), pieces=len(layout.pieces))
+    log.info(
+        "model built",
+        kind=model.kind,
+        env=cfg.run.env,
+        threads=threads,
+        observation_shape=list(model.observation_shape),
+        num_actions=model.num_actions,
+        parameters=sum(p.size for p in layout.pieces),
+        pieces=len(layout.pieces),
+    )
 
     shards = Shards(cfg, ctx.run_dir, ctx.token, ctx.name, layout, ctx.stop)
     try:
@@ -73,28 +80,51 @@ def run(ctx: service.ServiceContext) -> int:
     progress = Progress()
     transitions: queue.Queue = queue.Queue(maxsize=lc.queue_size)
     predictor = Predictor(
-        _forward(model), lc.predict_batch_size, lc.predict_wait_ms / 1000.0,
+        _forward(model),
+        lc.predict_batch_size,
+        lc.predict_wait_ms / 1000.0,
         waiting_streams_limit=lambda: max(1, progress.pools),
-        on_batch=metrics.PREDICT_BATCH.observe)
+        on_batch=metrics.PREDICT_BATCH.observe,
+    )
     servicer = ActServicer(
-        ModelSpec(model.observation_shape, obs_dtype, model.num_actions), predictor,
-        transitions, progress, lambda: shards.version, lc.t_max, lc.gamma,
-        seed=cfg.run.seed * 1000 + ctx.index, stop=ctx.stop)
+        ModelSpec(model.observation_shape, obs_dtype, model.num_actions),
+        predictor,
+        transitions,
+        progress,
+        lambda: shards.version,
+        lc.t_max,
+        lc.gamma,
+        seed=cfg.run.seed * 1000 + ctx.index,
+        stop=ctx.stop,
+    )
     train_step = make_train_step(model, lc.entropy_beta, lc.value_loss_coef, lc.grad_clip)
     _warm_up(model, train_step, lc.batch_size)
-    trainer = Trainer(model, train_step, shards, transitions, progress, lc.batch_size,
-                      ctx.run_dir.sub("tensorboard") / ctx.name, ctx.stop)
+    trainer = Trainer(
+        model,
+        train_step,
+        shards,
+        transitions,
+        progress,
+        lc.batch_size,
+        ctx.run_dir.sub("tensorboard") / ctx.name,
+        ctx.stop,
+    )
     trainer.start()
 
     try:
         server = rpc.make_server(
-            ctx.token, lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
-            host=ctx.host, port=ctx.args.port, max_message_bytes=rpc.message_limit(
-                cfg.net.max_message_mb), max_workers=64, service_names=["ba3c.v1.Learner"],
+            ctx.token,
+            lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
+            host=ctx.host,
+            port=ctx.args.port,
+            max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
+            max_workers=64,
+            service_names=["ba3c.v1.Learner"],
             # a stream holds a thread for its whole life: pools beyond this are refused at
             # once (RESOURCE_EXHAUSTED; they back off and retry) instead of queueing
             # without bound for a thread
-            max_concurrent_rpcs=MAX_POOL_STREAMS)
+            max_concurrent_rpcs=MAX_POOL_STREAMS,
+        )
     except OSError as e:
         ctx.stop.set()
         return service.fail(ROLE, str(e))
@@ -113,7 +143,8 @@ def run(ctx: service.ServiceContext) -> int:
 
 def _warm_up(model: models.PolicyValueModel, train_step, batch_size: int) -> None:
     """Traces the compiled functions before pools arrive (seconds, not per step)."""
-    observations = np.zeros((batch_size, *model.observation_shape),
-                            model.observation_dtype.as_numpy_dtype)
+    observations = np.zeros(
+        (batch_size, *model.observation_shape), model.observation_dtype.as_numpy_dtype
+    )
     model(observations[:1])
     train_step(observations, np.zeros(batch_size, np.int32), np.zeros(batch_size, np.float32))

@@ -28,9 +28,14 @@ class PredictorStopped(RuntimeError):
 class Predictor:
     """Batches `predict` calls from many threads into calls of `forward` (logits, values)."""
 
-    def __init__(self, forward: Forward, max_batch: int, max_wait: float,
-                 waiting_streams_limit: Callable[[], int] = lambda: 1 << 30,
-                 on_batch: Callable[[int], None] = lambda size: None):
+    def __init__(
+        self,
+        forward: Forward,
+        max_batch: int,
+        max_wait: float,
+        waiting_streams_limit: Callable[[], int] = lambda: 1 << 30,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ):
         self.forward = forward
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -68,8 +73,11 @@ class Predictor:
         while size < self.max_batch and len(batch) < self.streams():
             remaining = deadline - time.monotonic()
             try:
-                item = self._requests.get(timeout=remaining) if remaining > 0 \
+                item = (
+                    self._requests.get(timeout=remaining)
+                    if remaining > 0
                     else self._requests.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is None:

@@ -27,8 +27,12 @@ from services.learner import metrics
 
 log = structlog.get_logger()
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+)
 MAX_BACKOFF = 10.0
 
 
@@ -51,8 +55,15 @@ class _Shard:
 
 
 class Shards:
-    def __init__(self, cfg: Config, run_dir: RunDir, token: str, client_id: str,
-                 layout: Assignment, stop: threading.Event):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: RunDir,
+        token: str,
+        client_id: str,
+        layout: Assignment,
+        stop: threading.Event,
+    ):
         self.cfg = cfg
         self.run_dir = run_dir
         self.token = token
@@ -65,8 +76,9 @@ class Shards:
         # set on learner 0: () -> current parameters, to refill a shard that lost its own
         self.reinitialize: Callable[[], Mapping[str, np.ndarray]] | None = None
         self.shards: list[_Shard] = []
-        self._pool = ThreadPoolExecutor(max_workers=layout.num_shards,
-                                        thread_name_prefix="pushpull")
+        self._pool = ThreadPoolExecutor(
+            max_workers=layout.num_shards, thread_name_prefix="pushpull"
+        )
 
     # -- joining ---------------------------------------------------------------------------
     def connect(self) -> None:
@@ -77,12 +89,22 @@ class Shards:
                 address = self.run_dir.wait_for_address("paramserver", k, stop=self.stop)
                 self.shards.append(_Shard(k, address, self.token, self.max_bytes))
         for shard in self.shards:
-            reply = self._retrying(shard, "Register", lambda s: s.stub.Register(
-                ps_pb.RegisterRequest(client_id=self.client_id, role=ps_pb.LEARNER),
-                timeout=self.timeout))
-            log.info("registered with shard", shard=shard.index, address=shard.address,
-                     mode=ps_pb.Mode.Name(reply.mode), version=reply.version,
-                     initialized=reply.initialized)
+            reply = self._retrying(
+                shard,
+                "Register",
+                lambda s: s.stub.Register(
+                    ps_pb.RegisterRequest(client_id=self.client_id, role=ps_pb.LEARNER),
+                    timeout=self.timeout,
+                ),
+            )
+            log.info(
+                "registered with shard",
+                shard=shard.index,
+                address=shard.address,
+                mode=ps_pb.Mode.Name(reply.mode),
+                version=reply.version,
+                initialized=reply.initialized,
+            )
 
     def initialize(self, values: Mapping[str, np.ndarray], only: int | None = None) -> None:
         """Offers `values` to every shard, or to shard `only` (first writer wins: a no-op on
@@ -94,11 +116,19 @@ class Shards:
             request = ps_pb.InitializeRequest(
                 client_id=self.client_id,
                 parameters=tensors.encode_named(
-                    {n: np.asarray(a, np.float32) for n, a in pieces[shard.index].items()}))
-            reply = self._retrying(shard, "Initialize",
-                                   lambda s, r=request: s.stub.Initialize(r, timeout=self.timeout))
-            log.info("initialize", shard=shard.index, applied=reply.applied,
-                     message=reply.message, version=reply.version)
+                    {n: np.asarray(a, np.float32) for n, a in pieces[shard.index].items()}
+                ),
+            )
+            reply = self._retrying(
+                shard, "Initialize", lambda s, r=request: s.stub.Initialize(r, timeout=self.timeout)
+            )
+            log.info(
+                "initialize",
+                shard=shard.index,
+                applied=reply.applied,
+                message=reply.message,
+                version=reply.version,
+            )
 
     def wait_initialized(self, poll: float = 0.2) -> dict[str, np.ndarray]:
         """Blocks until every shard is initialised; checks that its variables match this
@@ -131,42 +161,58 @@ class Shards:
             raise ShardMismatch(
                 f"shard {index} holds other variables than this learner's model (is the run "
                 f"configured with another model, fc_splits or ps?): missing {missing}, "
-                f"unexpected {extra}, other shapes {wrong}")
+                f"unexpected {extra}, other shapes {wrong}"
+            )
 
     # -- pulling and pushing -------------------------------------------------------------------
     def _pull_one(self, shard: _Shard) -> ps_pb.PullResponse:
         request = ps_pb.PullRequest(client_id=self.client_id, have_version=-1)
         return self._retrying(shard, "Pull", lambda s: s.stub.Pull(request, timeout=self.timeout))
 
-    def push_pull(self, gradients: Mapping[str, np.ndarray], env_frames_total: int,
-                  samples: int) -> dict[str, np.ndarray]:
+    def push_pull(
+        self, gradients: Mapping[str, np.ndarray], env_frames_total: int, samples: int
+    ) -> dict[str, np.ndarray]:
         """Pushes each shard its gradient pieces in parallel; returns the joined parameters."""
         pieces = self.layout.split(gradients)
-        futures = [self._pool.submit(self._push_one, shard, pieces[shard.index],
-                                     env_frames_total, samples) for shard in self.shards]
+        futures = [
+            self._pool.submit(self._push_one, shard, pieces[shard.index], env_frames_total, samples)
+            for shard in self.shards
+        ]
         joined: dict[str, np.ndarray] = {}
         for future in futures:
             joined.update(future.result())
         metrics.VERSION.set(self.version)
         return self.layout.join(joined)
 
-    def _push_one(self, shard: _Shard, grads: Mapping[str, np.ndarray], env_frames_total: int,
-                  samples: int) -> dict[str, np.ndarray]:
+    def _push_one(
+        self, shard: _Shard, grads: Mapping[str, np.ndarray], env_frames_total: int, samples: int
+    ) -> dict[str, np.ndarray]:
         frames = max(0, env_frames_total - shard.frames_reported)
         request = ps_pb.PushPullRequest(
-            client_id=self.client_id, version=shard.version, env_frames=frames,
-            samples=samples, gradients=tensors.encode_named(grads, self.grad_dtype))
+            client_id=self.client_id,
+            version=shard.version,
+            env_frames=frames,
+            samples=samples,
+            gradients=tensors.encode_named(grads, self.grad_dtype),
+        )
         metrics.PUSHPULL_BYTES.labels("sent").inc(request.ByteSize())
         try:
-            reply = self._retrying(shard, "PushPull", lambda s: self._timed_push(s, request),
-                                   give_up=(grpc.StatusCode.INVALID_ARGUMENT,
-                                            grpc.StatusCode.FAILED_PRECONDITION))
+            reply = self._retrying(
+                shard,
+                "PushPull",
+                lambda s: self._timed_push(s, request),
+                give_up=(grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION),
+            )
         except grpc.RpcError as e:
             # The shard refused this gradient (e.g. it restarted at another version): drop
             # it and carry on from the shard's current parameters.
             metrics.PUSHPULL_FAILURES.labels(e.code().name).inc()
-            log.warning("push refused, gradient dropped", shard=shard.index,
-                        code=e.code().name, details=e.details())
+            log.warning(
+                "push refused, gradient dropped",
+                shard=shard.index,
+                code=e.code().name,
+                details=e.details(),
+            )
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 # The shard came back empty (restarted without a checkpoint). Learner 0
                 # gives it the parameters it holds; everyone waits until it has some.
@@ -181,8 +227,7 @@ class Shards:
         shard.version = reply.version
         return tensors.decode_named(reply.parameters)
 
-    def _timed_push(self, shard: _Shard, request: ps_pb.PushPullRequest
-                    ) -> ps_pb.PushPullResponse:
+    def _timed_push(self, shard: _Shard, request: ps_pb.PushPullRequest) -> ps_pb.PushPullResponse:
         with metrics.PUSHPULL_SECONDS.time():
             return shard.stub.PushPull(request, timeout=self.timeout)
 
@@ -204,8 +249,14 @@ class Shards:
                 if code in give_up or code not in RETRYABLE:
                     raise
                 metrics.PUSHPULL_FAILURES.labels(code.name).inc()
-                log.warning("shard unreachable, retrying", shard=shard.index, call=what,
-                            code=code.name, details=e.details(), retry_in=round(backoff, 2))
+                log.warning(
+                    "shard unreachable, retrying",
+                    shard=shard.index,
+                    call=what,
+                    code=code.name,
+                    details=e.details(),
+                    retry_in=round(backoff, 2),
+                )
             if self.stop.wait(backoff):
                 raise Stopped(f"stopped while retrying {what} on shard {shard.index}")
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -219,7 +270,10 @@ class Shards:
             shard.channel.close()
             replacement = _Shard(shard.index, address, self.token, self.max_bytes)
             shard.address, shard.channel, shard.stub = (
-                address, replacement.channel, replacement.stub)
+                address,
+                replacement.channel,
+                replacement.stub,
+            )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

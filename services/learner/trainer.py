@@ -34,8 +34,9 @@ log = structlog.get_logger()
 SUMMARY_EVERY = 2.0  # seconds between TensorBoard/log summaries
 
 
-def take_batch(transitions: queue.Queue[Transition], size: int, stop: threading.Event
-               ) -> list[Transition] | None:
+def take_batch(
+    transitions: queue.Queue[Transition], size: int, stop: threading.Event
+) -> list[Transition] | None:
     """`size` transitions from the queue (blocking); None if stopped first."""
     batch: list[Transition] = []
     while len(batch) < size:
@@ -56,9 +57,17 @@ def stack(batch: list[Transition]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Trainer:
-    def __init__(self, model: models.PolicyValueModel, train_step, shards: Shards,
-                 transitions: queue.Queue[Transition], progress: Progress, batch_size: int,
-                 tensorboard_dir: Path, stop: threading.Event):
+    def __init__(
+        self,
+        model: models.PolicyValueModel,
+        train_step,
+        shards: Shards,
+        transitions: queue.Queue[Transition],
+        progress: Progress,
+        batch_size: int,
+        tensorboard_dir: Path,
+        stop: threading.Event,
+    ):
         self.model = model
         self.train_step = train_step
         self.shards = shards
@@ -71,8 +80,10 @@ class Trainer:
         self.error: BaseException | None = None
         self._last_summary = 0.0
         self._in_flight: queue.Queue[tuple[StepResult, int] | None] = queue.Queue(maxsize=1)
-        self._threads = [threading.Thread(target=self._guard, args=(f,), name=n, daemon=True)
-                         for f, n in ((self._compute, "trainer"), (self._push, "pusher"))]
+        self._threads = [
+            threading.Thread(target=self._guard, args=(f,), name=n, daemon=True)
+            for f, n in ((self._compute, "trainer"), (self._push, "pusher"))
+        ]
 
     def start(self) -> None:
         for t in self._threads:
@@ -114,8 +125,7 @@ class Trainer:
             except queue.Empty:
                 continue
             result, samples = item
-            parameters = self.shards.push_pull(result.gradients, self.progress.env_frames,
-                                               samples)
+            parameters = self.shards.push_pull(result.gradients, self.progress.env_frames, samples)
             models.set_weights(self.model, parameters)
             self.steps += 1
             self._report(result, samples)
@@ -141,8 +151,16 @@ class Trainer:
                 tf.summary.scalar(f"train/{name}", value, step=version)
             if score is not None:
                 tf.summary.scalar("online/return_mean", score, step=self.progress.env_frames)
-        log.info("training", version=version, train_steps=self.steps,
-                 agent_steps=self.progress.agent_steps, env_frames=self.progress.env_frames,
-                 episodes=self.progress.episodes, online_return_mean=score,
-                 loss=round(s["total"], 4), entropy=round(s["entropy"], 4),
-                 grad_norm=round(s["grad_norm"], 3), queue=self.transitions.qsize())
+        log.info(
+            "training",
+            version=version,
+            train_steps=self.steps,
+            agent_steps=self.progress.agent_steps,
+            env_frames=self.progress.env_frames,
+            episodes=self.progress.episodes,
+            online_return_mean=score,
+            loss=round(s["total"], 4),
+            entropy=round(s["entropy"], 4),
+            grad_norm=round(s["grad_norm"], 3),
+            queue=self.transitions.qsize(),
+        )

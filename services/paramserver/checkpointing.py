@@ -28,8 +28,12 @@ def restore_newest(directory: Path) -> Checkpoint | None:
         tmp.unlink(missing_ok=True)  # left by a crash while writing
 
     def report(path: Path, error: checkpoint.CheckpointError) -> None:
-        log.warning("skipping damaged checkpoint", path=str(path), error=str(error),
-                    renamed_to=str(path) + ".corrupt")
+        log.warning(
+            "skipping damaged checkpoint",
+            path=str(path),
+            error=str(error),
+            renamed_to=str(path) + ".corrupt",
+        )
 
     return checkpoint.newest(directory, on_corrupt=report, quarantine=True)
 
@@ -78,8 +82,9 @@ class CheckpointWriter:
             return None
         seconds = time.perf_counter() - start
         metrics.CHECKPOINT_SECONDS.observe(seconds)
-        log.info("checkpoint written", path=str(path), version=ckpt.version,
-                 seconds=round(seconds, 3))
+        log.info(
+            "checkpoint written", path=str(path), version=ckpt.version, seconds=round(seconds, 3)
+        )
         if self._on_written is not None:
             self._on_written(ckpt.version)
         return path

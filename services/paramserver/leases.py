@@ -40,8 +40,9 @@ class Leases:
 
     def live(self) -> set[str]:
         now = self._clock()
-        return {c for c, t in self._last.items()
-                if now - t <= self.seconds and c not in self._revoked}
+        return {
+            c for c, t in self._last.items() if now - t <= self.seconds and c not in self._revoked
+        }
 
     @property
     def known(self) -> int:

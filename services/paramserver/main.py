@@ -31,20 +31,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory = ctx.run_dir.checkpoints(ctx.index)
     writer_box: list[CheckpointWriter] = []
     shard = Shard(settings, on_checkpoint=lambda c: writer_box[0].submit(c))
-    writer = CheckpointWriter(directory, cfg.paramserver.keep_checkpoints,
-                              on_written=shard.checkpointed)
+    writer = CheckpointWriter(
+        directory, cfg.paramserver.keep_checkpoints, on_written=shard.checkpointed
+    )
     writer_box.append(writer)
 
     restored = restore_newest(directory)
     if restored is not None:
         shard.restore(restored)
-        log.info("restored from checkpoint", path=str(restored.path), version=restored.version,
-                 env_frames=restored.env_frames)
+        log.info(
+            "restored from checkpoint",
+            path=str(restored.path),
+            version=restored.version,
+            env_frames=restored.env_frames,
+        )
 
     try:
         server = rpc.make_server(
-            ctx.token, ParameterServerServicer(shard).register, host=ctx.host,
-            port=ctx.args.port, max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
+            ctx.token,
+            ParameterServerServicer(shard).register,
+            host=ctx.host,
+            port=ctx.args.port,
+            max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
             service_names=(SERVICE,),
         )
     except OSError as e:
@@ -52,17 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.telemetry.close()
         return service.fail(ROLE, str(e))
     ctx.run_dir.write_address(ROLE, ctx.index, server.address)
-    log.info("serving", address=server.address, mode="sync" if settings.sync else "async",
-             replicas_to_aggregate=settings.replicas, optimizer=settings.hyper.optimizer,
-             version=shard.version, initialized=shard.initialized)
+    log.info(
+        "serving",
+        address=server.address,
+        mode="sync" if settings.sync else "async",
+        replicas_to_aggregate=settings.replicas,
+        optimizer=settings.hyper.optimizer,
+        version=shard.version,
+        initialized=shard.initialized,
+    )
 
     ctx.stop.wait()
 
     log.info("shutting down")
     ctx.run_dir.remove_address(ROLE, ctx.index)
-    shard.close()                 # refuse new pushes, answer waiting sync callers
+    shard.close()  # refuse new pushes, answer waiting sync callers
     server.stop(grace=5.0)
-    writer.close()                # finish a checkpoint in progress
+    writer.close()  # finish a checkpoint in progress
     final = shard.snapshot()
     if final is not None:
         if final.version != shard.checkpoint_version:
@@ -70,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path = directory / checkpoint.file_name(final.version)
         if path is None:
-            print(f"ba3c paramserver {ctx.index}: the final checkpoint could not be written "
-                  f"(see the log); the newest one in {directory} is kept", flush=True)
+            print(
+                f"ba3c paramserver {ctx.index}: the final checkpoint could not be written "
+                f"(see the log); the newest one in {directory} is kept",
+                flush=True,
+            )
         else:
             print(f"ba3c paramserver {ctx.index}: final checkpoint {path}", flush=True)
             log.info("final checkpoint", path=str(path), version=final.version)

@@ -41,9 +41,15 @@ class Hyper:
     @classmethod
     def from_config(cls, optim) -> Hyper:
         return cls(
-            optimizer=optim.optimizer, lr=optim.lr, lr_schedule=optim.lr_schedule,
-            lr_final=optim.lr_final, lr_decay_steps=optim.lr_decay_steps, beta1=optim.beta1,
-            beta2=optim.beta2, epsilon=optim.epsilon, rmsprop_decay=optim.rmsprop_decay,
+            optimizer=optim.optimizer,
+            lr=optim.lr,
+            lr_schedule=optim.lr_schedule,
+            lr_final=optim.lr_final,
+            lr_decay_steps=optim.lr_decay_steps,
+            beta1=optim.beta1,
+            beta2=optim.beta2,
+            epsilon=optim.epsilon,
+            rmsprop_decay=optim.rmsprop_decay,
         )
 
     def learning_rate(self, position: int) -> float:
@@ -76,10 +82,14 @@ class Optimizer:
         largest = max((int(np.prod(s, dtype=np.int64)) for s in shapes.values()), default=0)
         size = min(largest, CHUNK)
         threads = max(1, min(threads, 8))
-        self._scratch = [(np.empty(size, np.float32), np.empty(size, np.float32))
-                         for _ in range(threads)]
-        self._pool = (futures.ThreadPoolExecutor(threads, thread_name_prefix="optimizer")
-                      if threads > 1 else None)
+        self._scratch = [
+            (np.empty(size, np.float32), np.empty(size, np.float32)) for _ in range(threads)
+        ]
+        self._pool = (
+            futures.ThreadPoolExecutor(threads, thread_name_prefix="optimizer")
+            if threads > 1
+            else None
+        )
 
     @property
     def name(self) -> str:
@@ -91,13 +101,16 @@ class Optimizer:
             for name, array in arrays.items():
                 saved = slots[slot][name]
                 if saved.shape != array.shape:
-                    raise ValueError(f"slot {slot} of {name!r}: shape {saved.shape} in the "
-                                     f"checkpoint, {array.shape} expected")
+                    raise ValueError(
+                        f"slot {slot} of {name!r}: shape {saved.shape} in the "
+                        f"checkpoint, {array.shape} expected"
+                    )
                 array[...] = saved
         self.step = int(step)
 
-    def apply(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
-              lr: float) -> None:
+    def apply(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], lr: float
+    ) -> None:
         """params -= update(grads), in place, for every variable of `params`."""
         h = self.hyper
         f32 = np.float32
@@ -117,12 +130,13 @@ class Optimizer:
             slots = [self.slots[s][name].reshape(-1) for s in SLOTS[h.optimizer]]
             for start in range(0, flat_p.size, CHUNK):
                 stop = min(start + CHUNK, flat_p.size)
-                work.append((flat_p[start:stop], flat_g[start:stop],
-                             [s[start:stop] for s in slots]))
+                work.append(
+                    (flat_p[start:stop], flat_g[start:stop], [s[start:stop] for s in slots])
+                )
 
         def run(share: int) -> None:
             t1, t2 = self._scratch[share]
-            for p_chunk, g_chunk, slot_chunks in work[share::len(self._scratch)]:
+            for p_chunk, g_chunk, slot_chunks in work[share :: len(self._scratch)]:
                 n = p_chunk.size
                 update(p_chunk, g_chunk, slot_chunks, consts, t1[:n], t2[:n])
 
@@ -139,16 +153,16 @@ def _adam(p, g, slots, consts, t1, t2) -> None:
     one_minus_b1, one_minus_b2, alpha, eps = consts
     np.subtract(g, m, out=t1)
     t1 *= one_minus_b1
-    m += t1                      # m += (g - m) * (1 - beta1)
+    m += t1  # m += (g - m) * (1 - beta1)
     np.square(g, out=t1)
     t1 -= v
     t1 *= one_minus_b2
-    v += t1                      # v += (g^2 - v) * (1 - beta2)
+    v += t1  # v += (g^2 - v) * (1 - beta2)
     np.sqrt(v, out=t1)
     t1 += eps
     np.multiply(m, alpha, out=t2)
     t2 /= t1
-    p -= t2                      # p -= m * alpha / (sqrt(v) + eps)
+    p -= t2  # p -= m * alpha / (sqrt(v) + eps)
 
 
 def _rmsprop(p, g, slots, consts, t1, t2) -> None:
@@ -157,12 +171,12 @@ def _rmsprop(p, g, slots, consts, t1, t2) -> None:
     np.square(g, out=t1)
     t1 *= one_minus_rho
     velocity *= rho
-    velocity += t1               # velocity = rho * velocity + (1 - rho) * g^2
+    velocity += t1  # velocity = rho * velocity + (1 - rho) * g^2
     np.add(velocity, eps, out=t1)
     np.sqrt(t1, out=t1)
     np.multiply(g, lr, out=t2)
     t2 /= t1
-    p -= t2                      # p -= lr * g / sqrt(velocity + eps)
+    p -= t2  # p -= lr * g / sqrt(velocity + eps)
 
 
 def _sgd(p, g, slots, consts, t1, t2) -> None:

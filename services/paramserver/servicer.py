@@ -28,8 +28,7 @@ def _serialize(reply) -> bytes:
     return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
-def _deserializer(method: str, parse_bytes: Callable[[bytes], object]
-                  ) -> Callable[[bytes], object]:
+def _deserializer(method: str, parse_bytes: Callable[[bytes], object]) -> Callable[[bytes], object]:
     counter = metrics.RECEIVED_BYTES.labels(method)
 
     def parse(data: bytes):
@@ -55,14 +54,14 @@ class ParameterServerServicer:
             reply = self.shard.register(request.client_id, request.role)
         except ShardError as e:
             self._refuse("Register", context, e)
-        log.info("client registered", client=request.client_id,
-                 role=pb.ClientRole.Name(request.role))
+        log.info(
+            "client registered", client=request.client_id, role=pb.ClientRole.Name(request.role)
+        )
         return reply
 
     def Initialize(self, request: pb.InitializeRequest, context) -> pb.InitializeResponse:
         try:
-            applied, message, version = self.shard.initialize(request.client_id,
-                                                              request.parameters)
+            applied, message, version = self.shard.initialize(request.client_id, request.parameters)
         except ShardError as e:
             self._refuse("Initialize", context, e)
         return pb.InitializeResponse(applied=applied, message=message, version=version)
@@ -72,8 +71,9 @@ class ParameterServerServicer:
         try:
             if request.error:
                 raise InvalidArgument(request.error)
-            result = self.shard.push(request.client_id, request.version, request.gradients,
-                                     request.env_frames)
+            result = self.shard.push(
+                request.client_id, request.version, request.gradients, request.env_frames
+            )
         except ShardError as e:
             self._refuse("PushPull", context, e)
         metrics.SENT_BYTES.labels("PushPull").inc(len(result.reply))

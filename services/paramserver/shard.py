@@ -66,18 +66,24 @@ class Settings:
     @classmethod
     def from_config(cls, cfg, index: int) -> Settings:
         ps = cfg.paramserver
-        return cls(index=index, sync=ps.use_sync, replicas=ps.replicas_to_aggregate,
-                   sync_timeout=ps.sync_timeout, lease_seconds=ps.lease_seconds,
-                   max_staleness=ps.max_staleness, save_every=ps.save_every,
-                   hyper=Hyper.from_config(cfg.optim))
+        return cls(
+            index=index,
+            sync=ps.use_sync,
+            replicas=ps.replicas_to_aggregate,
+            sync_timeout=ps.sync_timeout,
+            lease_seconds=ps.lease_seconds,
+            max_staleness=ps.max_staleness,
+            save_every=ps.save_every,
+            hyper=Hyper.from_config(cfg.optim),
+        )
 
 
 @dataclass(frozen=True)
 class PushResult:
-    outcome: int          # pb.PushOutcome
+    outcome: int  # pb.PushOutcome
     version: int
     staleness: int
-    reply: bytes          # the serialised PushPullResponse (see wire.py)
+    reply: bytes  # the serialised PushPullResponse (see wire.py)
 
 
 def _describe(names: Iterable[str], limit: int = 8) -> str:
@@ -100,19 +106,25 @@ def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, n
         if not name:
             raise InvalidArgument("a variable has an empty name")
         if item.tensor.dtype != tensor_pb2.FLOAT32:
-            raise InvalidArgument(f"variable {name!r}: parameters must be float32, got "
-                                  f"{tensors.dtype_name(item.tensor.dtype)}")
+            raise InvalidArgument(
+                f"variable {name!r}: parameters must be float32, got "
+                f"{tensors.dtype_name(item.tensor.dtype)}"
+            )
         if not np.isfinite(arrays[name]).all():
             raise InvalidArgument(f"variable {name!r}: initial value contains NaN or Inf")
     return arrays
 
 
-_GRADIENT_WIRE = {tensor_pb2.FLOAT32: np.dtype("<f4"), tensor_pb2.BFLOAT16: np.dtype("<u2"),
-                  tensor_pb2.FLOAT16: np.dtype("<f2")}
+_GRADIENT_WIRE = {
+    tensor_pb2.FLOAT32: np.dtype("<f4"),
+    tensor_pb2.BFLOAT16: np.dtype("<u2"),
+    tensor_pb2.FLOAT16: np.dtype("<f2"),
+}
 
 
-def check_gradients(specs: Mapping[str, tuple[int, ...]],
-                    raw: Iterable[wire.RawTensor]) -> dict[str, np.ndarray]:
+def check_gradients(
+    specs: Mapping[str, tuple[int, ...]], raw: Iterable[wire.RawTensor]
+) -> dict[str, np.ndarray]:
     """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
     unknown, missing, repeated, of the wrong dtype or shape, or not finite. Arrays are
     read-only views of the request's bytes (bfloat16 is widened to float32)."""
@@ -120,37 +132,45 @@ def check_gradients(specs: Mapping[str, tuple[int, ...]],
     for t in raw:
         name = t.name
         if name not in specs:
-            raise InvalidArgument(f"unknown variable {name!r}: this shard holds "
-                                  f"{_describe(specs)}")
+            raise InvalidArgument(f"unknown variable {name!r}: this shard holds {_describe(specs)}")
         if name in grads:
             raise InvalidArgument(f"variable {name!r} appears twice")
         if t.dtype not in _GRADIENT_WIRE:
-            raise InvalidArgument(f"variable {name!r}: gradient dtype "
-                                  f"{tensors.dtype_name(t.dtype)} is not allowed "
-                                  "(use float32, bfloat16 or float16)")
+            raise InvalidArgument(
+                f"variable {name!r}: gradient dtype "
+                f"{tensors.dtype_name(t.dtype)} is not allowed "
+                "(use float32, bfloat16 or float16)"
+            )
         if tuple(t.shape) != specs[name]:
-            raise InvalidArgument(f"variable {name!r}: gradient shape {list(t.shape)} does "
-                                  f"not match the variable's {list(specs[name])}")
+            raise InvalidArgument(
+                f"variable {name!r}: gradient shape {list(t.shape)} does "
+                f"not match the variable's {list(specs[name])}"
+            )
         wire_dtype = _GRADIENT_WIRE[t.dtype]
         expected = int(np.prod(specs[name], dtype=np.int64)) * wire_dtype.itemsize
         if len(t.data) != expected:
-            raise InvalidArgument(f"variable {name!r}: shape {list(t.shape)} of "
-                                  f"{tensors.dtype_name(t.dtype)} needs {expected} bytes, got "
-                                  f"{len(t.data)}")
+            raise InvalidArgument(
+                f"variable {name!r}: shape {list(t.shape)} of "
+                f"{tensors.dtype_name(t.dtype)} needs {expected} bytes, got "
+                f"{len(t.data)}"
+            )
         g = np.frombuffer(t.data, dtype=wire_dtype).reshape(specs[name])
         if t.dtype == tensor_pb2.BFLOAT16:  # widen in one pass: float32 = bits << 16
-            g = np.left_shift(g, np.uint32(16), out=np.empty(g.shape, np.uint32)).view(
-                np.float32)
+            g = np.left_shift(g, np.uint32(16), out=np.empty(g.shape, np.uint32)).view(np.float32)
         # a sum is a cheap single pass; only if it is not finite do we look closer, since
         # huge but finite values can overflow it
-        if not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32)) and \
-                not np.isfinite(g).all():
+        if (
+            not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32))
+            and not np.isfinite(g).all()
+        ):
             raise InvalidArgument(f"variable {name!r}: gradient contains NaN or Inf")
         grads[name] = g
     missing = [n for n in specs if n not in grads]
     if missing:
-        raise InvalidArgument(f"missing gradients for {_describe(missing)} (every variable of "
-                              "the shard must be pushed)")
+        raise InvalidArgument(
+            f"missing gradients for {_describe(missing)} (every variable of "
+            "the shard must be pushed)"
+        )
     return grads
 
 
@@ -167,8 +187,9 @@ def optimizer_threads() -> int:
 class Shard:
     """One shard's state. Thread-safe; sync-mode pushes block until their round is applied."""
 
-    def __init__(self, settings: Settings,
-                 on_checkpoint: Callable[[Checkpoint], None] | None = None):
+    def __init__(
+        self, settings: Settings, on_checkpoint: Callable[[Checkpoint], None] | None = None
+    ):
         self.settings = settings
         self._on_checkpoint = on_checkpoint
         self._cond = threading.Condition()
@@ -177,7 +198,7 @@ class Shard:
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
         self._round: Round | None = None
-        self._replies: dict[tuple, bytes] = {}   # replies built for the current version
+        self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
         self._closing = False
         self.version = 0
@@ -199,21 +220,26 @@ class Shard:
         self._optimizer = Optimizer(self.settings.hyper, self._specs, optimizer_threads())
         metrics.PARAMETERS.set(sum(a.size for a in self._params.values()))
 
-    def initialize(self, client_id: str, named: Iterable[tensor_pb2.NamedTensor]
-                   ) -> tuple[bool, str, int]:
+    def initialize(
+        self, client_id: str, named: Iterable[tensor_pb2.NamedTensor]
+    ) -> tuple[bool, str, int]:
         """First writer wins: (applied, message, version)."""
         arrays = check_initial_values(named)
         with self._cond:
             if self.initialized:
-                return False, f"already initialised at version {self.version} " \
-                              f"({self.initialized_by})", self.version
+                return (
+                    False,
+                    f"already initialised at version {self.version} ({self.initialized_by})",
+                    self.version,
+                )
             self._install(arrays)
             self.initialized_by = f"by {client_id or 'an anonymous client'}"
             size = sum(a.size for a in arrays.values())
-            message = f"initialised with {len(arrays)} variables ({size} parameters) " \
-                      f"{self.initialized_by}"
-            log.info("shard initialised", client=client_id, variables=len(arrays),
-                     parameters=size)
+            message = (
+                f"initialised with {len(arrays)} variables ({size} parameters) "
+                f"{self.initialized_by}"
+            )
+            log.info("shard initialised", client=client_id, variables=len(arrays), parameters=size)
             return True, message, self.version
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -224,8 +250,11 @@ class Shard:
             if ckpt.optimizer == self._optimizer.name:
                 self._optimizer.load_state(ckpt.optimizer_step, ckpt.slots)
             else:
-                log.warning("checkpoint has another optimizer's state; starting it afresh",
-                            checkpoint_optimizer=ckpt.optimizer, optimizer=self._optimizer.name)
+                log.warning(
+                    "checkpoint has another optimizer's state; starting it afresh",
+                    checkpoint_optimizer=ckpt.optimizer,
+                    optimizer=self._optimizer.name,
+                )
             self.version = ckpt.version
             self.env_frames = ckpt.env_frames
             self.checkpoint_version = ckpt.version
@@ -247,11 +276,15 @@ class Shard:
                 self._leases.renew(client_id)
                 metrics.LIVE_LEARNERS.set(len(self._leases.live()))
             return pb.RegisterResponse(
-                shard_index=self.settings.index, mode=self._mode,
-                replicas_to_aggregate=self.settings.replicas, version=self.version,
+                shard_index=self.settings.index,
+                mode=self._mode,
+                replicas_to_aggregate=self.settings.replicas,
+                version=self.version,
                 initialized=self.initialized,
-                variables=[tensor_pb2.VariableSpec(name=n, dtype=tensor_pb2.FLOAT32, shape=s)
-                           for n, s in self._specs.items()],
+                variables=[
+                    tensor_pb2.VariableSpec(name=n, dtype=tensor_pb2.FLOAT32, shape=s)
+                    for n, s in self._specs.items()
+                ],
                 lease_seconds=self.settings.lease_seconds,
             )
 
@@ -264,11 +297,13 @@ class Shard:
         if self._closing:
             raise ShuttingDown("the shard is shutting down; retry when it is back")
         if not self.initialized:
-            raise NotInitialized("the shard is not initialised yet: learner 0 must call "
-                                 "Initialize first")
+            raise NotInitialized(
+                "the shard is not initialised yet: learner 0 must call Initialize first"
+            )
 
-    def push(self, client_id: str, version: int, raw: Iterable[wire.RawTensor],
-             env_frames: int = 0) -> PushResult:
+    def push(
+        self, client_id: str, version: int, raw: Iterable[wire.RawTensor], env_frames: int = 0
+    ) -> PushResult:
         """Handles one PushPull; in sync mode blocks until the push's round is applied."""
         if not client_id:
             raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
@@ -285,7 +320,8 @@ class Shard:
             if version > self.version:
                 raise InvalidArgument(
                     f"version {version} is ahead of the shard's version {self.version} (did "
-                    "the shard restart from an older checkpoint? Pull and compute again)")
+                    "the shard restart from an older checkpoint? Pull and compute again)"
+                )
             self._leases.renew(client_id)
             metrics.LIVE_LEARNERS.set(len(self._leases.live()))
             self.env_frames += env_frames
@@ -301,10 +337,17 @@ class Shard:
         metrics.PUSHES_DROPPED.labels(reason).inc()
 
     def _current(self, outcome: int, staleness: int) -> PushResult:
-        return PushResult(outcome, self.version, staleness, self._reply(
-            ("push", outcome, staleness, self.env_frames),
-            lambda parts: wire.push_reply(outcome, self.version, staleness, self.env_frames,
-                                          parts)))
+        return PushResult(
+            outcome,
+            self.version,
+            staleness,
+            self._reply(
+                ("push", outcome, staleness, self.env_frames),
+                lambda parts: wire.push_reply(
+                    outcome, self.version, staleness, self.env_frames, parts
+                ),
+            ),
+        )
 
     def _push_async(self, grads: Mapping[str, np.ndarray], staleness: int) -> PushResult:
         bound = self.settings.max_staleness
@@ -314,8 +357,9 @@ class Shard:
         self._apply(grads, pushes=1)
         return self._current(pb.APPLIED, staleness)
 
-    def _push_sync(self, client_id: str, grads: Mapping[str, np.ndarray],
-                   staleness: int) -> PushResult:
+    def _push_sync(
+        self, client_id: str, grads: Mapping[str, np.ndarray], staleness: int
+    ) -> PushResult:
         if staleness > 0:
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
@@ -351,10 +395,13 @@ class Shard:
             self._leases.revoke(missing)
             self._leases.stop_waiting_for_unseen()
             metrics.ROUND_TIMEOUTS.inc()
-            log.warning("sync round timed out; applying the pushes that arrived",
-                        version=rnd.version, pushes=rnd.count,
-                        replicas_to_aggregate=self.settings.replicas,
-                        no_longer_waiting_for=sorted(missing))
+            log.warning(
+                "sync round timed out; applying the pushes that arrived",
+                version=rnd.version,
+                pushes=rnd.count,
+                replicas_to_aggregate=self.settings.replicas,
+                no_longer_waiting_for=sorted(missing),
+            )
         self._apply(rnd.average(), pushes=rnd.count)
         rnd.result = (self.version, self._current(pb.APPLIED, 0).reply, self.env_frames)
         self._round = None
@@ -394,13 +441,15 @@ class Shard:
         """The serialised PullResponse (no parameters if the caller has this version)."""
         with self._cond:
             if not self.initialized:
-                raise NotInitialized("the shard is not initialised yet: learner 0 must call "
-                                     "Initialize first")
+                raise NotInitialized(
+                    "the shard is not initialised yet: learner 0 must call Initialize first"
+                )
             if have_version == self.version:
                 return wire.pull_reply(self.version, self.env_frames, None)
-            return self._reply(("pull", self.env_frames),
-                               lambda parts: wire.pull_reply(self.version, self.env_frames,
-                                                             parts))
+            return self._reply(
+                ("pull", self.env_frames),
+                lambda parts: wire.pull_reply(self.version, self.env_frames, parts),
+            )
 
     # -- status, checkpoints, shutdown ----------------------------------------------------------
     def status(self) -> pb.StatusResponse:
@@ -408,10 +457,15 @@ class Shard:
             live = len(self._leases.live())
             metrics.LIVE_LEARNERS.set(live)
             return pb.StatusResponse(
-                shard_index=self.settings.index, mode=self._mode, initialized=self.initialized,
-                version=self.version, env_frames=self.env_frames,
-                pushes_applied=self.pushes_applied, pushes_dropped=self.pushes_dropped,
-                live_learners=live, checkpoint_version=self.checkpoint_version,
+                shard_index=self.settings.index,
+                mode=self._mode,
+                initialized=self.initialized,
+                version=self.version,
+                env_frames=self.env_frames,
+                pushes_applied=self.pushes_applied,
+                pushes_dropped=self.pushes_dropped,
+                live_learners=live,
+                checkpoint_version=self.checkpoint_version,
                 num_variables=len(self._specs),
                 num_parameters=sum(a.size for a in (self._params or {}).values()),
             )
@@ -420,15 +474,20 @@ class Shard:
         assert self._params is not None and self._optimizer is not None
         opt = self._optimizer
         return Checkpoint(
-            shard=self.settings.index, version=self.version, env_frames=self.env_frames,
+            shard=self.settings.index,
+            version=self.version,
+            env_frames=self.env_frames,
             parameters={n: a.copy() for n, a in self._params.items()},
-            optimizer=opt.name, optimizer_step=opt.step,
+            optimizer=opt.name,
+            optimizer_step=opt.step,
             slots={s: {n: a.copy() for n, a in arrays.items()} for s, arrays in opt.slots.items()},
-            extra={"lr_position": self.version,
-                   "lr": self.settings.hyper.learning_rate(self.version),
-                   "mode": "sync" if self.settings.sync else "async",
-                   "pushes_applied": self.pushes_applied,
-                   "pushes_dropped": self.pushes_dropped},
+            extra={
+                "lr_position": self.version,
+                "lr": self.settings.hyper.learning_rate(self.version),
+                "mode": "sync" if self.settings.sync else "async",
+                "pushes_applied": self.pushes_applied,
+                "pushes_dropped": self.pushes_dropped,
+            },
         )
 
     def snapshot(self) -> Checkpoint | None:
@@ -448,7 +507,10 @@ class Shard:
             self._closing = True
             rnd = self._round
             if rnd is not None and not rnd.done and rnd.count:
-                log.info("applying the open sync round before shutting down",
-                         version=rnd.version, pushes=rnd.count)
+                log.info(
+                    "applying the open sync round before shutting down",
+                    version=rnd.version,
+                    pushes=rnd.count,
+                )
                 self._close_round(rnd, timed_out=False)
             self._cond.notify_all()

@@ -46,8 +46,9 @@ def _length_delimited_header(field: int, length: int) -> bytes:
     return _key(field, 2) + _varint(length)
 
 
-def parameter_parts(params: Mapping[str, np.ndarray], field: int = PARAMETERS_FIELD
-                    ) -> list[bytes | memoryview]:
+def parameter_parts(
+    params: Mapping[str, np.ndarray], field: int = PARAMETERS_FIELD
+) -> list[bytes | memoryview]:
     """The encoding of `repeated NamedTensor <field>` holding float32 `params`, as pieces to
     join: small headers and views of the arrays' memory (valid while the arrays are)."""
     parts: list[bytes | memoryview] = []
@@ -62,8 +63,11 @@ def parameter_parts(params: Mapping[str, np.ndarray], field: int = PARAMETERS_FI
             tensor_head += _length_delimited_header(3, len(data))
         tensor_len = len(tensor_head) + len(data)
         name_bytes = name.encode()
-        named_head = (_length_delimited_header(1, len(name_bytes)) + name_bytes
-                      + _length_delimited_header(2, tensor_len))
+        named_head = (
+            _length_delimited_header(1, len(name_bytes))
+            + name_bytes
+            + _length_delimited_header(2, tensor_len)
+        )
         named_len = len(named_head) + tensor_len
         parts += [_length_delimited_header(field, named_len), named_head, tensor_head, data]
     return parts
@@ -74,18 +78,21 @@ def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_
     return b"".join(parameter_parts(params, field))
 
 
-def push_reply(outcome: int, version: int, staleness: int, env_frames: int,
-               parts: list[bytes | memoryview]) -> bytes:
+def push_reply(
+    outcome: int, version: int, staleness: int, env_frames: int, parts: list[bytes | memoryview]
+) -> bytes:
     """A serialised PushPullResponse: its small fields, then the parameters (one copy)."""
-    head = pb.PushPullResponse(outcome=outcome, version=version, staleness=staleness,
-                               env_frames=env_frames).SerializeToString()
+    head = pb.PushPullResponse(
+        outcome=outcome, version=version, staleness=staleness, env_frames=env_frames
+    ).SerializeToString()
     return b"".join([head, *parts])
 
 
 def pull_reply(version: int, env_frames: int, parts: list[bytes | memoryview] | None) -> bytes:
     """A serialised PullResponse; `parts` None means the caller is up to date."""
-    head = pb.PullResponse(version=version, unchanged=parts is None,
-                           env_frames=env_frames).SerializeToString()
+    head = pb.PullResponse(
+        version=version, unchanged=parts is None, env_frames=env_frames
+    ).SerializeToString()
     return b"".join([head, *(parts or ())])
 
 
@@ -120,8 +127,8 @@ class PushRequest:
     gradients: list[RawTensor] = field(default_factory=list)
     env_frames: int = 0
     samples: int = 0
-    error: str = ""          # set instead of raising, so the servicer can answer
-    size: int = 0            # bytes on the wire
+    error: str = ""  # set instead of raising, so the servicer can answer
+    size: int = 0  # bytes on the wire
 
 
 def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -155,12 +162,12 @@ def _fields(buf: memoryview, pos: int, end: int):
             length, pos = _read_varint(buf, pos, end)
             if pos + length > end:
                 raise WireError("length-delimited field runs past the end")
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire_type in (1, 5):
             width = 8 if wire_type == 1 else 4
             if pos + width > end:
                 raise WireError("fixed-width field runs past the end")
-            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
+            value, pos = int.from_bytes(buf[pos : pos + width], "little"), pos + width
         else:
             raise WireError(f"unsupported wire type {wire_type}")
         yield number, wire_type, value
@@ -170,12 +177,12 @@ def _tensor(buf: memoryview, into: RawTensor) -> None:
     for number, wire_type, value in _fields(buf, 0, len(buf)):
         if number == 1 and wire_type == 0:
             into.dtype = int(value)
-        elif number == 2 and wire_type == 2:       # packed shape
+        elif number == 2 and wire_type == 2:  # packed shape
             pos = 0
             while pos < len(value):
                 dim, pos = _read_varint(value, pos, len(value))
                 into.shape.append(_signed64(dim))
-        elif number == 2 and wire_type == 0:       # unpacked shape
+        elif number == 2 and wire_type == 0:  # unpacked shape
             into.shape.append(_signed64(value))
         elif number == 3 and wire_type == 2:
             into.data = value

@@ -32,11 +32,14 @@ SEED_STRIDE = 10_000  # pool I seeds its environments with seed + 10_000 * (I + 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--learner", type=int, default=None,
+        "--learner",
+        type=int,
+        default=None,
         help="Index of the learner to stream to (default: --index mod --learners).",
     )
     parser.add_argument(
-        "--list-envs", action="store_true",
+        "--list-envs",
+        action="store_true",
         help="Print the environment ids a pool accepts and exit (needs no --run-dir).",
     )
 
@@ -89,8 +92,12 @@ def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int
                 if ctx.stop.is_set():
                     return
                 reason = e.code().name.lower()
-                log.warning("stream to learner broke", code=e.code().name, details=e.details(),
-                            responses=responses)
+                log.warning(
+                    "stream to learner broke",
+                    code=e.code().name,
+                    details=e.details(),
+                    responses=responses,
+                )
             except stream.ProtocolError as e:
                 reason = "protocol"
                 log.error("learner broke the Act contract", error=str(e), responses=responses)
@@ -120,9 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool = envs.make_pool(ctx.cfg, num_envs, seed)
         except envs.EnvError as e:
             return service.fail(ROLE, str(e))
-        log.info("pool ready", env=ctx.cfg.run.env, num_envs=num_envs, learner=learner,
-                 observation_shape=list(pool.spec.observation_shape),
-                 num_actions=pool.spec.num_actions, seed=seed)
+        log.info(
+            "pool ready",
+            env=ctx.cfg.run.env,
+            num_envs=num_envs,
+            learner=learner,
+            observation_shape=list(pool.spec.observation_shape),
+            num_actions=pool.spec.num_actions,
+            seed=seed,
+        )
         try:
             stream_forever(ctx, pool, learner)
         finally:

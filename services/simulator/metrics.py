@@ -12,25 +12,65 @@ AGENT_STEPS = Counter(
 )
 EPISODES = Counter("ba3c_sim_episodes_total", "Games finished (all lives).")
 EPISODE_RETURN = Histogram(
-    "ba3c_sim_episode_return", "Unclipped score of each finished game.",
-    buckets=(-20, -10, -1, 0, 1, 5, 10, 20, 50, 100, 200, 300, 400, 500, 750, 1000, 2000,
-             5000, 10000, 50000),
+    "ba3c_sim_episode_return",
+    "Unclipped score of each finished game.",
+    buckets=(
+        -20,
+        -10,
+        -1,
+        0,
+        1,
+        5,
+        10,
+        20,
+        50,
+        100,
+        200,
+        300,
+        400,
+        500,
+        750,
+        1000,
+        2000,
+        5000,
+        10000,
+        50000,
+    ),
 )
 EPISODE_LENGTH = Histogram(
-    "ba3c_sim_episode_length_steps", "Agent steps of each finished game.",
+    "ba3c_sim_episode_length_steps",
+    "Agent steps of each finished game.",
     buckets=(10, 30, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000, 27000, 100000),
 )
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
-                    0.5, 1, 2, 5)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.032,
+    0.064,
+    0.128,
+    0.256,
+    0.5,
+    1,
+    2,
+    5,
+)
 WAIT_SECONDS = Histogram(
-    "ba3c_sim_wait_seconds", "Seconds from sending a step's observations to having its actions.",
+    "ba3c_sim_wait_seconds",
+    "Seconds from sending a step's observations to having its actions.",
     buckets=_LATENCY_BUCKETS,
 )
 STEP_SECONDS = Histogram(
-    "ba3c_sim_step_seconds", "Seconds stepping the whole pool once.", buckets=_LATENCY_BUCKETS,
+    "ba3c_sim_step_seconds",
+    "Seconds stepping the whole pool once.",
+    buckets=_LATENCY_BUCKETS,
 )
 STREAM_RESTARTS = Counter(
-    "ba3c_sim_stream_restarts_total", "Act streams that ended and were reopened, by reason.",
+    "ba3c_sim_stream_restarts_total",
+    "Act streams that ended and were reopened, by reason.",
     ["reason"],
 )
 CONNECTED = Gauge("ba3c_sim_connected", "1 while an Act stream to a learner is open.")
@@ -39,8 +79,14 @@ POLICY_VERSION = Gauge(
 )
 
 
-def record_step(wait_seconds: float, step_seconds: float, frames: int, num_envs: int,
-                finished: list[Finished], version: int) -> None:
+def record_step(
+    wait_seconds: float,
+    step_seconds: float,
+    frames: int,
+    num_envs: int,
+    finished: list[Finished],
+    version: int,
+) -> None:
     WAIT_SECONDS.observe(wait_seconds)
     STEP_SECONDS.observe(step_seconds)
     ENV_FRAMES.inc(frames)

@@ -37,8 +37,11 @@ class ProtocolError(Exception):
 
 def pool_spec(spec: EnvSpec, num_envs: int) -> learner_pb2.PoolSpec:
     return learner_pb2.PoolSpec(
-        env_id=spec.env_id, num_envs=num_envs, observation_shape=spec.observation_shape,
-        observation_dtype=_WIRE_DTYPES[spec.observation_dtype], num_actions=spec.num_actions,
+        env_id=spec.env_id,
+        num_envs=num_envs,
+        observation_shape=spec.observation_shape,
+        observation_dtype=_WIRE_DTYPES[spec.observation_dtype],
+        num_actions=spec.num_actions,
     )
 
 
@@ -67,12 +70,21 @@ def wire_request(request: learner_pb2.ActRequest, observations: np.ndarray) -> b
     Tensor field is appended by hand, with the frames copied once, by join.
     """
     frames = memoryview(np.ascontiguousarray(observations)).cast("B")
-    head = tensor_pb2.Tensor(dtype=_WIRE_DTYPES[observations.dtype],
-                             shape=observations.shape).SerializeToString()
+    head = tensor_pb2.Tensor(
+        dtype=_WIRE_DTYPES[observations.dtype], shape=observations.shape
+    ).SerializeToString()
     data_header = _DATA_TAG + _varint(frames.nbytes)
     tensor_size = len(head) + len(data_header) + frames.nbytes
-    return b"".join((request.SerializeToString(), _OBSERVATIONS_TAG, _varint(tensor_size), head,
-                     data_header, frames))
+    return b"".join(
+        (
+            request.SerializeToString(),
+            _OBSERVATIONS_TAG,
+            _varint(tensor_size),
+            head,
+            data_header,
+            frames,
+        )
+    )
 
 
 def first_request(pool_id: str, spec: learner_pb2.PoolSpec, observations: np.ndarray) -> bytes:
@@ -85,8 +97,12 @@ def next_request(pool_id: str, step: Step) -> bytes:
         rewards=step.rewards.tolist(),
         dones=step.dones.tolist(),
         finished_episodes=[
-            learner_pb2.EpisodeStats(env_index=f.env_index, episode_return=f.episode_return,
-                                     length=f.length, frames=f.frames)
+            learner_pb2.EpisodeStats(
+                env_index=f.env_index,
+                episode_return=f.episode_return,
+                length=f.length,
+                frames=f.frames,
+            )
             for f in step.finished
         ],
         env_frames=step.frames,
@@ -94,8 +110,7 @@ def next_request(pool_id: str, step: Step) -> bytes:
     return wire_request(request, step.observations)
 
 
-def actions_from(response: learner_pb2.ActResponse, num_envs: int,
-                 num_actions: int) -> np.ndarray:
+def actions_from(response: learner_pb2.ActResponse, num_envs: int, num_actions: int) -> np.ndarray:
     """The response's actions, checked against the contract."""
     actions = np.fromiter(response.actions, np.int32, len(response.actions))
     if actions.shape != (num_envs,):
@@ -118,14 +133,14 @@ class ActStream:
     def __init__(self, channel: grpc.Channel, stop: threading.Event):
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         act = channel.stream_stream(  # requests arrive serialised (see wire_request)
-            self.METHOD, request_serializer=None,
+            self.METHOD,
+            request_serializer=None,
             response_deserializer=learner_pb2.ActResponse.FromString,
         )
         self._call = act(iter(self._requests.get, None))
         self._closed = threading.Event()
         self.responses = 0
-        threading.Thread(target=self._cancel_on, args=(stop,), name="act-stop",
-                         daemon=True).start()
+        threading.Thread(target=self._cancel_on, args=(stop,), name="act-stop", daemon=True).start()
 
     def _cancel_on(self, stop: threading.Event) -> None:
         while not stop.wait(0.2):
@@ -188,16 +203,24 @@ def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> i
         step = pool.step(actions_from(response, pool.num_envs, spec.num_actions))
         stepped = time.perf_counter()
         request = next_request(pool_id, step)
-        account = functools.partial(_account, progress, step, received - sent,
-                                    stepped - received, pool.num_envs, response.version)
+        account = functools.partial(
+            _account,
+            progress,
+            step,
+            received - sent,
+            stepped - received,
+            pool.num_envs,
+            response.version,
+        )
         steps += 1
     if account is not None:
         account()
     return steps
 
 
-def _account(progress: _Progress, step: Step, wait: float, stepping: float, num_envs: int,
-             version: int) -> None:
+def _account(
+    progress: _Progress, step: Step, wait: float, stepping: float, num_envs: int, version: int
+) -> None:
     metrics.record_step(wait, stepping, step.frames, num_envs, step.finished, version)
     progress.add(step, wait, stepping)
 
@@ -225,7 +248,8 @@ class _Progress:
         if now - self._since >= PROGRESS_EVERY:
             elapsed = now - self._since
             log.info(
-                "pool progress", pool_id=self._pool_id,
+                "pool progress",
+                pool_id=self._pool_id,
                 agent_steps_per_s=round(self._steps * self._num_envs / elapsed, 1),
                 wait_fraction=round(self._wait / elapsed, 3),
                 step_fraction=round(self._step / elapsed, 3),

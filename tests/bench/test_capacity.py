@@ -17,9 +17,29 @@ CAPACITY = [sys.executable, str(ROOT / "bench" / "capacity.py")]
 def test_capacity_measures_async_and_sync_pushes_of_two_learners(tmp_path):
     out = tmp_path / "capacity.json"
     done = subprocess.run(
-        [*CAPACITY, "--model", "tiny", "--learners", "2", "--modes", "async", "sync",
-         "--seconds", "0.5", "--repeats", "1", "--warmup", "0.2", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            *CAPACITY,
+            "--model",
+            "tiny",
+            "--learners",
+            "2",
+            "--modes",
+            "async",
+            "sync",
+            "--seconds",
+            "0.5",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0.2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| mode | N | applied pushes/s |" in done.stdout
     report = json.loads(out.read_text())
@@ -40,8 +60,13 @@ def test_capacity_measures_async_and_sync_pushes_of_two_learners(tmp_path):
 
 
 def test_capacity_refuses_a_learner_count_of_zero(tmp_path):
-    done = subprocess.run([*CAPACITY, "--learners", "0", "--out", str(tmp_path / "x.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*CAPACITY, "--learners", "0", "--out", str(tmp_path / "x.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "--learners: must be > 0, got 0" in done.stderr
     assert "Traceback" not in done.stderr

@@ -42,7 +42,7 @@ def pip_installs(post: str) -> list[str]:
     for line in post.splitlines():
         words = shlex.split(line, comments=True)
         if "pip" in words and "install" in words:
-            found += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
+            found += [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
     return found
 
 
@@ -111,8 +111,13 @@ def test_runscript_help_runs_with_the_installed_package(name):
     (learner and evaluator are left out: their --help only adds TensorFlow's import time.)"""
     d = definition(name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["/bin/sh", "-ec", d.sections["runscript"], "runscript", "--help"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        ["/bin/sh", "-ec", d.sections["runscript"], "runscript", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert ("usage: ba3c" if name == "base" else f"usage: ba3c {name}") in done.stdout
 

@@ -66,8 +66,9 @@ def cpu_seconds() -> float:
 def pulling(folder: Path) -> dict[str, float]:
     run_dir = make_run_dir(folder / "run", env="ALE/Breakout-v5")
     cfg = run_dir.load_config(environ={})
-    shard = Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
-                    folder / "paramserver.out")
+    shard = Process(
+        ba3c_command("paramserver", "--run-dir", str(run_dir.path)), folder / "paramserver.out"
+    )
     try:
         wait_for(lambda: run_dir.read_address("paramserver", 0), 60, "the shard")
         cluster.initialize(run_dir, cfg, models.get_weights(cluster.build_model(cfg)))
@@ -77,13 +78,14 @@ def pulling(folder: Path) -> dict[str, float]:
             times = []
             for _ in range(PULLS):
                 started = time.perf_counter()
-                reply = stub.Pull(ps.PullRequest(client_id="bench", have_version=have),
-                                  timeout=60)
+                reply = stub.Pull(ps.PullRequest(client_id="bench", have_version=have), timeout=60)
                 times.append(time.perf_counter() - started)
             assert reply.unchanged == (have == 0)
             out[label] = statistics.median(times)
-        out["bytes"] = sum(p.tensor.ByteSize() for p in
-                           stub.Pull(ps.PullRequest(have_version=-1), timeout=60).parameters)
+        out["bytes"] = sum(
+            p.tensor.ByteSize()
+            for p in stub.Pull(ps.PullRequest(have_version=-1), timeout=60).parameters
+        )
         return out
     finally:
         shard.stop()
@@ -95,12 +97,18 @@ def main() -> None:
         pull = pulling(Path(tmp))
     print(f"Breakout, Nature CNN, batch-1 inference, 1 TF thread, {REPEATS} x {STEPS} steps:")
     for label in ("play", "play+record"):
-        print(f"  {label:<14} median {play[label]:7.0f} agent steps/s (wall), "
-              f"{play[label + ' cpu'] * 1000:5.2f} CPU ms per step (incl. ffmpeg)")
-    print(f"  recording: x{play['play'] / play['play+record']:.2f} the wall time, "
-          f"x{play['play+record cpu'] / play['play cpu']:.2f} the CPU time of playing")
-    print(f"Pull from a real paramserver, {pull['bytes'] / 2**20:.1f} MiB of parameters, "
-          f"{PULLS} calls each:")
+        print(
+            f"  {label:<14} median {play[label]:7.0f} agent steps/s (wall), "
+            f"{play[label + ' cpu'] * 1000:5.2f} CPU ms per step (incl. ffmpeg)"
+        )
+    print(
+        f"  recording: x{play['play'] / play['play+record']:.2f} the wall time, "
+        f"x{play['play+record cpu'] / play['play cpu']:.2f} the CPU time of playing"
+    )
+    print(
+        f"Pull from a real paramserver, {pull['bytes'] / 2**20:.1f} MiB of parameters, "
+        f"{PULLS} calls each:"
+    )
     for label in ("full pull", "unchanged pull"):
         print(f"  {label:<14} median {pull[label] * 1000:7.2f} ms")
     print(f"  have_version saves x{pull['full pull'] / pull['unchanged pull']:.0f}")

@@ -27,8 +27,7 @@ CARTPOLE = dict(env="CartPole-v1", model="mlp", optimizer="sgd", lr=0.1)
 
 def build_model(cfg):
     spec = envs.describe(cfg)
-    return models.build_model(cfg, spec.observation_shape, spec.num_actions,
-                              spec.observation_dtype)
+    return models.build_model(cfg, spec.observation_shape, spec.num_actions, spec.observation_dtype)
 
 
 def controller_weights(cfg) -> dict[str, np.ndarray]:
@@ -42,11 +41,16 @@ def controller_weights(cfg) -> dict[str, np.ndarray]:
 
 def start_shards(processes, run_dir, count: int) -> list:
     """`count` paramserver processes, returned once each has published its address."""
-    started = [processes(f"paramserver-{k}", "paramserver", "--run-dir", str(run_dir.path),
-                         "--index", str(k)) for k in range(count)]
+    started = [
+        processes(
+            f"paramserver-{k}", "paramserver", "--run-dir", str(run_dir.path), "--index", str(k)
+        )
+        for k in range(count)
+    ]
     for k in range(count):
-        wait_for(lambda k=k: run_dir.read_address("paramserver", k), 60,
-                 f"paramserver-{k}'s address")
+        wait_for(
+            lambda k=k: run_dir.read_address("paramserver", k), 60, f"paramserver-{k}'s address"
+        )
     return started
 
 
@@ -59,8 +63,10 @@ def initialize(run_dir, cfg, weights) -> None:
     """Splits `weights` with the shared assignment and initialises every shard with them."""
     assignment = models.assignment(cfg, build_model(cfg))
     for k, pieces in enumerate(assignment.split(weights)):
-        reply = stub(run_dir, k).Initialize(ps.InitializeRequest(
-            client_id="test-learner", parameters=tensors.encode_named(pieces)), timeout=30)
+        reply = stub(run_dir, k).Initialize(
+            ps.InitializeRequest(client_id="test-learner", parameters=tensors.encode_named(pieces)),
+            timeout=30,
+        )
         assert reply.applied, reply.message
 
 
@@ -73,9 +79,16 @@ def push_zero_gradients(run_dir, cfg, env_frames: int) -> list[int]:
     for k, pieces in enumerate(assignment.split(zeros)):
         shard = stub(run_dir, k)
         shard.Register(ps.RegisterRequest(client_id="test-learner", role=ps.LEARNER), timeout=30)
-        reply = shard.PushPull(ps.PushPullRequest(
-            client_id="test-learner", version=0, gradients=tensors.encode_named(pieces),
-            env_frames=env_frames, samples=1), timeout=30)
+        reply = shard.PushPull(
+            ps.PushPullRequest(
+                client_id="test-learner",
+                version=0,
+                gradients=tensors.encode_named(pieces),
+                env_frames=env_frames,
+                samples=1,
+            ),
+            timeout=30,
+        )
         versions.append(reply.version)
     return versions
 
@@ -109,8 +122,10 @@ def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value)]} as TensorBoard's own event reader loads them."""
     acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
     acc.Reload()
-    return {tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-            for tag in acc.Tags()["tensors"]}
+    return {
+        tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+        for tag in acc.Tags()["tensors"]
+    }
 
 
 def log_events(run_dir, role: str = "evaluator", index: int = 0) -> list[dict]:
@@ -134,4 +149,5 @@ def logged(run_dir, event: str, role: str = "evaluator") -> list[dict]:
 def quiet_env() -> dict[str, str]:
     """The environment for a child that imports TensorFlow, without its C++ chatter."""
     import os
+
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}

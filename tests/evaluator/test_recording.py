@@ -20,9 +20,11 @@ def read_back(path):
 
 
 def test_the_first_episode_of_an_atari_evaluation_is_saved_as_a_full_size_mp4(
-        run_dir_factory, processes, tmp_path):
-    run_dir = run_dir_factory(env="ALE/Breakout-v5", eval_episodes=1, eval_max_steps=STEPS,
-                              keep_videos=2)
+    run_dir_factory, processes, tmp_path
+):
+    run_dir = run_dir_factory(
+        env="ALE/Breakout-v5", eval_episodes=1, eval_max_steps=STEPS, keep_videos=2
+    )
     cfg = config_of(run_dir)
     [shard] = cluster.start_shards(processes, run_dir, 1)
     cluster.initialize(run_dir, cfg, models.get_weights(cluster.build_model(cfg)))
@@ -38,8 +40,14 @@ def test_the_first_episode_of_an_atari_evaluation_is_saved_as_a_full_size_mp4(
     assert evaluator.stop() == 0
 
     assert shard.stop() == 0
-    done = evaluate_offline("--checkpoint", str(run_dir.path), "--record", "--json",
-                            "--video-dir", str(tmp_path / "offline"))
+    done = evaluate_offline(
+        "--checkpoint",
+        str(run_dir.path),
+        "--record",
+        "--json",
+        "--video-dir",
+        str(tmp_path / "offline"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     offline = json.loads(done.stdout)
     assert offline["scores"] == result["scores"]

@@ -17,9 +17,11 @@ def config_of(run_dir):
 
 
 def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
-        run_dir_factory, processes):
-    run_dir = run_dir_factory(**cluster.CARTPOLE, ps=2, eval_every=0.2, eval_episodes=4,
-                              eval_max_steps=200)
+    run_dir_factory, processes
+):
+    run_dir = run_dir_factory(
+        **cluster.CARTPOLE, ps=2, eval_every=0.2, eval_episodes=4, eval_max_steps=200
+    )
     cfg = config_of(run_dir)
     evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
     # started before any shard exists: it waits instead of failing
@@ -35,8 +37,11 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
 
     # the same parameters are not evaluated again, and the shards are polled without
     # sending parameters (have_version)
-    wait_for(lambda: cluster.metrics(run_dir).get('ba3c_eval_pulls_total{outcome="unchanged"}',
-                                                  0) >= 4, 30, "Pulls of unchanged shards")
+    wait_for(
+        lambda: cluster.metrics(run_dir).get('ba3c_eval_pulls_total{outcome="unchanged"}', 0) >= 4,
+        30,
+        "Pulls of unchanged shards",
+    )
     m = cluster.metrics(run_dir)
     assert m['ba3c_eval_pulls_total{outcome="new"}'] == 2
     assert m["ba3c_evaluations_total"] == 1
@@ -56,8 +61,10 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     assert cluster.metrics(run_dir)['ba3c_eval_pulls_total{outcome="new"}'] == 4
 
     scalars = cluster.read_scalars(run_dir.path / "tensorboard" / "eval")
-    assert scalars["eval/score_mean"] == [(0, pytest.approx(first["mean"])),
-                                          (1, pytest.approx(second["mean"]))]
+    assert scalars["eval/score_mean"] == [
+        (0, pytest.approx(first["mean"])),
+        (1, pytest.approx(second["mean"])),
+    ]
     assert [v for _, v in scalars["eval/score_max"]] == [first["max"], second["max"]]
     assert [v for _, v in scalars["eval/score_min"]] == [first["min"], second["min"]]
     assert scalars["eval/episode_length"][0][1] == pytest.approx(first["mean_length"])
@@ -76,8 +83,13 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
 
 
 def evaluate_offline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ba3c_command("evaluate", *args), capture_output=True, text=True,
-                          timeout=START, env=cluster.quiet_env())
+    return subprocess.run(
+        ba3c_command("evaluate", *args),
+        capture_output=True,
+        text=True,
+        timeout=START,
+        env=cluster.quiet_env(),
+    )
 
 
 def test_sigterm_lets_the_evaluation_in_progress_finish(run_dir_factory, processes):
@@ -91,19 +103,20 @@ def test_sigterm_lets_the_evaluation_in_progress_finish(run_dir_factory, process
     assert evaluator.popen.wait(START) == 0
     events = [e["event"] for e in cluster.log_events(run_dir)]
     assert events.index("signal received, stopping") < events.index("evaluation"), (
-        "the evaluation had ended before the signal; make it longer")
+        "the evaluation had ended before the signal; make it longer"
+    )
     [result] = cluster.evaluations(run_dir)
     assert result["episodes"] == 10
 
 
-def test_parameters_that_do_not_fit_the_model_end_with_a_clear_error(
-        run_dir_factory, processes):
+def test_parameters_that_do_not_fit_the_model_end_with_a_clear_error(run_dir_factory, processes):
     run_dir = run_dir_factory(**cluster.CARTPOLE)
     cfg = config_of(run_dir)
     cluster.start_shards(processes, run_dir, 1)
     cluster.initialize(run_dir, cfg, cluster.controller_weights(cfg))
-    evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path),
-                          "--mlp_hidden", "32")
+    evaluator = processes(
+        "evaluator", "evaluator", "--run-dir", str(run_dir.path), "--mlp_hidden", "32"
+    )
     assert evaluator.popen.wait(START) == 2
     last = evaluator.output().strip().splitlines()[-1]
     assert last.startswith("ba3c evaluator: error: paramserver-0 holds parameters that do not")
@@ -113,20 +126,26 @@ def test_parameters_that_do_not_fit_the_model_end_with_a_clear_error(
 
 def test_a_bad_flag_is_one_line_and_exit_2(run_dir_factory):
     run_dir = run_dir_factory()
-    done = subprocess.run(ba3c_command("evaluator", "--run-dir", str(run_dir.path),
-                                       "--eval_episodes", "many"),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ba3c_command("evaluator", "--run-dir", str(run_dir.path), "--eval_episodes", "many"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        "ba3c evaluator: error: flag --eval_episodes: eval_episodes expects int, got 'many'")
+        "ba3c evaluator: error: flag --eval_episodes: eval_episodes expects int, got 'many'"
+    )
     assert "Traceback" not in done.stderr
 
 
 def test_offline_evaluation_of_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     done = evaluate_offline("--checkpoint", str(tmp_path / "nowhere"))
     assert done.returncode == 2
-    assert done.stderr.strip() == f"ba3c evaluate: error: --checkpoint {tmp_path / 'nowhere'} " \
-                                  "does not exist"
+    assert (
+        done.stderr.strip() == f"ba3c evaluate: error: --checkpoint {tmp_path / 'nowhere'} "
+        "does not exist"
+    )
 
 
 def test_offline_evaluation_of_a_run_without_checkpoints_says_so(run_dir_factory):
@@ -139,7 +158,8 @@ def test_offline_evaluation_of_a_run_without_checkpoints_says_so(run_dir_factory
 
 
 def test_restarts_of_a_shard_and_of_the_evaluator_neither_stop_nor_repeat_evaluations(
-        run_dir_factory, processes):
+    run_dir_factory, processes
+):
     run_dir = run_dir_factory(**cluster.CARTPOLE, eval_every=0.2, eval_episodes=2)
     cfg = config_of(run_dir)
     [shard] = cluster.start_shards(processes, run_dir, 1)
@@ -165,7 +185,10 @@ def test_restarts_of_a_shard_and_of_the_evaluator_neither_stop_nor_repeat_evalua
     # a new evaluator process skips the version the previous one evaluated
     processes("evaluator-again", "evaluator", "--run-dir", str(run_dir.path))
     unchanged = 'ba3c_eval_pulls_total{outcome="unchanged"}'
-    wait_for(lambda: cluster.metrics(run_dir).get(unchanged, 0) >= 2, START,
-             "the new evaluator to poll the shard")
+    wait_for(
+        lambda: cluster.metrics(run_dir).get(unchanged, 0) >= 2,
+        START,
+        "the new evaluator to poll the shard",
+    )
     assert cluster.metrics(run_dir)["ba3c_evaluations_total"] == 0
     assert len(cluster.evaluations(run_dir)) == 2

@@ -26,19 +26,31 @@ def test_no_scores_is_an_error():
 
 
 def test_the_jsonl_record_has_the_fields_the_launcher_reads(tmp_path):
-    result = EvalResult(version=42, env_frames=1000,
-                        episodes=(Episode(3.0, 10), Episode(5.0, 30, finished=False)),
-                        seconds=1.25, greedy=True, versions=(42, 43))
+    result = EvalResult(
+        version=42,
+        env_frames=1000,
+        episodes=(Episode(3.0, 10), Episode(5.0, 30, finished=False)),
+        seconds=1.25,
+        greedy=True,
+        versions=(42, 43),
+    )
     path = tmp_path / "eval.jsonl"
     report.append_jsonl(path, result.record())
     report.append_jsonl(path, result.record())
     lines = path.read_text().splitlines()
     assert len(lines) == 2
     record = json.loads(lines[0])
-    assert {k: record[k] for k in ("version", "env_frames", "mean", "max", "min", "episodes",
-                                   "seconds")} == {
-        "version": 42, "env_frames": 1000, "mean": 4.0, "max": 5.0, "min": 3.0,
-        "episodes": 2, "seconds": 1.25}
+    assert {
+        k: record[k] for k in ("version", "env_frames", "mean", "max", "min", "episodes", "seconds")
+    } == {
+        "version": 42,
+        "env_frames": 1000,
+        "mean": 4.0,
+        "max": 5.0,
+        "min": 3.0,
+        "episodes": 2,
+        "seconds": 1.25,
+    }
     assert math.isclose(record["std"], 1.0)
     assert record["cut"] == 1 and record["mean_length"] == 20
     assert isinstance(record["time"], float)

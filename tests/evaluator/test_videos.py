@@ -63,8 +63,14 @@ def test_pruning_keeps_the_newest_and_the_best_and_nothing_else_is_touched(tmp_p
     (tmp_path / "someone-elses.mp4").write_bytes(b"x")
     deleted = videos.prune(tmp_path, keep=2)
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([videos.video_name(50, 0.0), videos.video_name(40, 2.0),
-                           videos.video_name(20, 9.0), "someone-elses.mp4"])
+    assert left == sorted(
+        [
+            videos.video_name(50, 0.0),
+            videos.video_name(40, 2.0),
+            videos.video_name(20, 9.0),
+            "someone-elses.mp4",
+        ]
+    )
     assert {p.name for p in deleted} == {videos.video_name(10, 3.0), videos.video_name(30, 1.0)}
 
 

@@ -31,9 +31,21 @@ from tests.support import Process, ba3c_command, make_run_dir, wait_for
 
 # Cheap to train, quick to start; checkpoints often so a restart has one to resume from.
 SETTINGS = dict(
-    env="CartPole-v1", model="mlp", lr=1e-3, beta1=0.9, beta2=0.999, batch_size=32,
-    simulator_procs=8, save_every=10, keep_checkpoints=3, eval_every=2.0, eval_episodes=2,
-    eval_max_steps=200, rpc_timeout=4.0, sync_timeout=3.0, lease_seconds=8.0,
+    env="CartPole-v1",
+    model="mlp",
+    lr=1e-3,
+    beta1=0.9,
+    beta2=0.999,
+    batch_size=32,
+    simulator_procs=8,
+    save_every=10,
+    keep_checkpoints=3,
+    eval_every=2.0,
+    eval_episodes=2,
+    eval_max_steps=200,
+    rpc_timeout=4.0,
+    sync_timeout=3.0,
+    lease_seconds=8.0,
 )
 STARTUP_SECONDS = 180  # a learner imports TensorFlow (about 5 s idle, far more under load)
 
@@ -65,14 +77,16 @@ class Cluster:
         if role in ("paramserver", "learner"):
             self.run_dir.remove_address(role, index)  # so waiting sees the new one
         self._log_counter += 1
-        proc = Process(ba3c_command(role, "--run-dir", str(self.run_dir.path),
-                                    "--index", str(index)),
-                       self.tmp / "proc-logs" / f"{name}.{self._log_counter}.out")
+        proc = Process(
+            ba3c_command(role, "--run-dir", str(self.run_dir.path), "--index", str(index)),
+            self.tmp / "proc-logs" / f"{name}.{self._log_counter}.out",
+        )
         self.procs[name] = proc
         return proc
 
-    def start_all(self, shards: int = 1, learners: int = 1, pools: int = 1,
-                  evaluator: bool = True) -> None:
+    def start_all(
+        self, shards: int = 1, learners: int = 1, pools: int = 1, evaluator: bool = True
+    ) -> None:
         for k in range(shards):
             self.start("paramserver", k)
         for k in range(learners):
@@ -132,7 +146,8 @@ class Cluster:
             self._channels[address] = rpc.make_channel(address, self._token)
         try:
             return pb_grpc.ParameterServerStub(self._channels[address]).Status(
-                pb.StatusRequest(), timeout=timeout, wait_for_ready=False)
+                pb.StatusRequest(), timeout=timeout, wait_for_ready=False
+            )
         except grpc.RpcError:
             return None
 
@@ -144,9 +159,11 @@ class Cluster:
 
     def wait_progress(self, beyond: Progress | None, timeout: float, what: str) -> Progress:
         """Waits until versions and frames both moved past `beyond` (or exist at all)."""
+
         def moved():
             now = self.progress()
             return now if now and (beyond is None or now.beyond(beyond)) else None
+
         return wait_for(moved, timeout, what, interval=0.2)
 
     def wait_training(self, timeout: float = STARTUP_SECONDS) -> Progress:

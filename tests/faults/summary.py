@@ -45,8 +45,15 @@ def recovered(record: Fault, since: float) -> None:
 def table(faults: list[Fault]) -> str:
     rows = [("case", "fault", "seed", "survived", "recover s")]
     for f in faults:
-        rows.append((f.case, f.fault, str(f.seed), "yes" if f.survived else "NO",
-                     "-" if f.recover_s is None else f"{f.recover_s:.1f}"))
+        rows.append(
+            (
+                f.case,
+                f.fault,
+                str(f.seed),
+                "yes" if f.survived else "NO",
+                "-" if f.recover_s is None else f"{f.recover_s:.1f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -57,7 +64,14 @@ def table(faults: list[Fault]) -> str:
 
 def write(faults: list[Fault], path: Path = RESULTS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "injected": len(faults), "survived": sum(f.survived for f in faults),
-        "faults": [asdict(f) for f in faults],
-    }, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "injected": len(faults),
+                "survived": sum(f.survived for f in faults),
+                "faults": [asdict(f) for f in faults],
+            },
+            indent=1,
+        )
+        + "\n"
+    )

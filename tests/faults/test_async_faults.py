@@ -29,8 +29,10 @@ def mount_small_tmpfs(path, size: str = "1m") -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(path)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+    )
     return done.returncode == 0
 
 
@@ -58,10 +60,16 @@ def test_a_killed_simulator_pool_is_restarted_and_frames_flow_again(run):
         # the other pool keeps the run going while this one is down
         run.wait_progress(before, 60, "training to go on without simulator-0")
         run.restart("simulator-0")
-        wait_for(lambda: run.metrics("simulator-0").get("ba3c_sim_env_frames_total", 0) > 0,
-                 120, "the restarted pool to step its environments")
-        wait_for(lambda: run.metrics("learner-0").get("ba3c_learner_pools_connected") == 1,
-                 60, "learner-0 to serve the restarted pool")
+        wait_for(
+            lambda: run.metrics("simulator-0").get("ba3c_sim_env_frames_total", 0) > 0,
+            120,
+            "the restarted pool to step its environments",
+        )
+        wait_for(
+            lambda: run.metrics("learner-0").get("ba3c_learner_pools_connected") == 1,
+            60,
+            "learner-0 to serve the restarted pool",
+        )
         after = run.progress()
         run.wait_progress(after, 60, "versions and frames after the restart")
         recovered(fault, killed_at)
@@ -76,8 +84,11 @@ def test_a_killed_evaluator_is_restarted_and_evaluates_again(run):
         seen = run.evaluations()
         run.wait_progress(before, 60, "training to go on without the evaluator")
         run.restart("evaluator-0")
-        wait_for(lambda: run.evaluations() > seen, STARTUP_SECONDS,
-                 "an evaluation by the restarted evaluator")
+        wait_for(
+            lambda: run.evaluations() > seen,
+            STARTUP_SECONDS,
+            "an evaluation by the restarted evaluator",
+        )
         recovered(fault, killed_at)
 
 
@@ -91,18 +102,23 @@ def test_a_killed_async_learner_leaves_the_other_training_and_rejoins(run):
         run.wait_progress(before, 3 * timeout + 30, "learner-0 to keep advancing")
         fault.details["other_learner_advanced_s"] = round(time.monotonic() - killed_at, 2)
         run.restart("learner-1")
-        wait_for(lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 0,
-                 STARTUP_SECONDS, "the restarted learner-1 to train")
-        wait_for(lambda: run.metrics("learner-1").get("ba3c_learner_pools_connected") == 1,
-                 60, "simulator-1 to find the restarted learner-1")
+        wait_for(
+            lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 0,
+            STARTUP_SECONDS,
+            "the restarted learner-1 to train",
+        )
+        wait_for(
+            lambda: run.metrics("learner-1").get("ba3c_learner_pools_connected") == 1,
+            60,
+            "simulator-1 to find the restarted learner-1",
+        )
         recovered(fault, killed_at)
         assert run.alive("simulator-1") and run.alive("learner-0")
 
 
 def test_a_paramserver_frozen_past_the_learners_deadline_is_waited_for(run):
     deadline = run.cfg.net.rpc_timeout
-    with injected(CASE, f"paramserver SIGSTOP {2 * deadline + 2:.0f} s, SIGCONT",
-                  seed=14) as fault:
+    with injected(CASE, f"paramserver SIGSTOP {2 * deadline + 2:.0f} s, SIGCONT", seed=14) as fault:
         run.wait_training()
         fault.injected_after_s = random_moment(14)
         failures = run.metrics("learner-0").get("ba3c_learner_pushpull_failures_total", 0)
@@ -132,18 +148,25 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_valid(run):
     folder = run.run_dir.checkpoints(0)
     filler = folder / "filler"
     with injected(CASE, "disk full while checkpointing", seed=15) as fault:
-        wait_for(lambda: (s := run.status()) and s.checkpoint_version >= 0, 120,
-                 "a first checkpoint")
+        wait_for(
+            lambda: (s := run.status()) and s.checkpoint_version >= 0, 120, "a first checkpoint"
+        )
         fault.injected_after_s = random_moment(15)
         with open(filler, "wb") as f:  # take every free byte
             free = os.statvfs(folder)
             f.write(b"\0" * (free.f_bavail * free.f_frsize))
         full_at = run.progress()
-        wait_for(lambda: "checkpoint write failed" in run.log("paramserver-0"), 60,
-                 "a checkpoint write to fail")
+        wait_for(
+            lambda: "checkpoint write failed" in run.log("paramserver-0"),
+            60,
+            "a checkpoint write to fail",
+        )
         # training goes on although no checkpoint can be written
-        run.wait_progress(Progress(full_at.version + 2 * every, full_at.env_frames), 120,
-                          f"{2 * every} more versions on a full disk")
+        run.wait_progress(
+            Progress(full_at.version + 2 * every, full_at.env_frames),
+            120,
+            f"{2 * every} more versions on a full disk",
+        )
         assert run.alive("paramserver-0")
         kept = checkpoint.newest(folder)  # verifies the checksums
         assert kept is not None, "no valid checkpoint left on the full disk"
@@ -153,8 +176,11 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_valid(run):
         fault.details["kept_checkpoint_version"] = kept.version
         filler.unlink()
         freed_at = time.monotonic()
-        wait_for(lambda: run.status().checkpoint_version > kept.version, 60,
-                 "checkpoints to be written again once there is space")
+        wait_for(
+            lambda: run.status().checkpoint_version > kept.version,
+            60,
+            "checkpoints to be written again once there is space",
+        )
         recovered(fault, freed_at)
 
 
@@ -162,30 +188,40 @@ def test_a_killed_paramserver_restarts_from_its_newest_checkpoint(run):
     every = run.cfg.paramserver.save_every
     with injected(CASE, "paramserver SIGKILL + restart", seed=16) as fault:
         run.wait_training()
-        wait_for(lambda: (s := run.status()) and s.checkpoint_version >= 0, 120,
-                 "a checkpoint")
+        wait_for(lambda: (s := run.status()) and s.checkpoint_version >= 0, 120, "a checkpoint")
         fault.injected_after_s = random_moment(16)
         last = run.status()
         killed_at = run.kill("paramserver-0")
         on_disk = checkpoint.newest(run.run_dir.checkpoints(0))
         assert on_disk is not None and on_disk.version >= last.checkpoint_version
-        steps = {n: run.metrics(n).get("ba3c_learner_train_steps_total", 0)
-                 for n in ("learner-0", "learner-1")}
+        steps = {
+            n: run.metrics(n).get("ba3c_learner_train_steps_total", 0)
+            for n in ("learner-0", "learner-1")
+        }
         run.restart("paramserver-0")
-        restored = wait_for(lambda: (s := run.status()) and s.initialized and s, 60,
-                            "the restarted shard to serve")
+        restored = wait_for(
+            lambda: (s := run.status()) and s.initialized and s, 60, "the restarted shard to serve"
+        )
         # it resumed from the newest checkpoint: no version went back past it
         assert restored.checkpoint_version == on_disk.version
         assert restored.version >= on_disk.version
         assert restored.env_frames >= on_disk.env_frames > 0
         lost = last.version - on_disk.version
-        fault.details.update(version_at_kill=last.version, resumed_from=on_disk.version,
-                             versions_lost=lost)
+        fault.details.update(
+            version_at_kill=last.version, resumed_from=on_disk.version, versions_lost=lost
+        )
         assert lost <= 3 * every, f"lost {lost} versions with a checkpoint every {every}"
-        run.wait_progress(Progress(restored.version, restored.env_frames), 120,
-                          "versions and frames after the restart")
+        run.wait_progress(
+            Progress(restored.version, restored.env_frames),
+            120,
+            "versions and frames after the restart",
+        )
         recovered(fault, killed_at)
         for name, before in steps.items():
-            wait_for(lambda n=name, b=before:
-                     run.metrics(n).get("ba3c_learner_train_steps_total", 0) > b + 2,
-                     60, f"{name} to push to the restarted shard")
+            wait_for(
+                lambda n=name, b=before: (
+                    run.metrics(n).get("ba3c_learner_train_steps_total", 0) > b + 2
+                ),
+                60,
+                f"{name} to push to the restarted shard",
+            )

@@ -18,8 +18,14 @@ GRACE = 5.0  # scheduling slack on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("faults-sync"), ps=1, learners=2, pools=2,
-                      use_sync=True, replicas_to_aggregate=2)
+    cluster = Cluster(
+        tmp_path_factory.mktemp("faults-sync"),
+        ps=1,
+        learners=2,
+        pools=2,
+        use_sync=True,
+        replicas_to_aggregate=2,
+    )
     cluster.start_all(shards=1, learners=2, pools=2, evaluator=False)
     try:
         cluster.wait_training()
@@ -38,17 +44,22 @@ def test_a_killed_sync_learner_does_not_stop_the_other(run):
         # every round now waits for the dead learner until sync_timeout, then goes on
         gaps, last, at = [], before, killed_at
         for _ in range(3):
-            last = run.wait_progress(last, sync_timeout + GRACE + 30,
-                                     "the surviving learner to advance")
+            last = run.wait_progress(
+                last, sync_timeout + GRACE + 30, "the surviving learner to advance"
+            )
             gaps.append(round(time.monotonic() - at, 2))
             at = time.monotonic()
         fault.details["seconds_between_versions_after_kill"] = gaps
         assert max(gaps) <= sync_timeout + GRACE, (
-            f"versions came {gaps} s apart with sync_timeout {sync_timeout} s")
+            f"versions came {gaps} s apart with sync_timeout {sync_timeout} s"
+        )
         assert run.alive("learner-0")
         run.restart("learner-1")
-        wait_for(lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 2,
-                 STARTUP_SECONDS, "the restarted learner-1 to take part in rounds")
+        wait_for(
+            lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 2,
+            STARTUP_SECONDS,
+            "the restarted learner-1 to take part in rounds",
+        )
         rejoined = run.progress()
         run.wait_progress(rejoined, 60, "versions with both learners again")
         recovered(fault, killed_at)

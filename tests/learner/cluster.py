@@ -16,8 +16,16 @@ from tests.support import wait_for
 
 # CartPole settings that learn reliably (measured: mean return of 20 episodes >= 195
 # after 30-60 s on 2 cores).
-CARTPOLE = dict(env="CartPole-v1", model="mlp", lr=1e-3, beta1=0.9, beta2=0.999,
-                entropy_beta=0.01, batch_size=64, simulator_procs=16)
+CARTPOLE = dict(
+    env="CartPole-v1",
+    model="mlp",
+    lr=1e-3,
+    beta1=0.9,
+    beta2=0.999,
+    entropy_beta=0.01,
+    batch_size=64,
+    simulator_procs=16,
+)
 
 
 def metrics(run_dir: RunDir, role: str = "learner", index: int = 0) -> dict[str, float]:
@@ -44,6 +52,7 @@ def shard_status(run_dir: RunDir, index: int = 0) -> ps_pb.StatusResponse:
 
 
 def learner_channel(run_dir: RunDir, index: int = 0, timeout: float = 120) -> grpc.Channel:
-    address = wait_for(lambda: run_dir.read_address("learner", index), timeout,
-                       f"addresses/learner-{index}")
+    address = wait_for(
+        lambda: run_dir.read_address("learner", index), timeout, f"addresses/learner-{index}"
+    )
     return rpc.make_channel(address, run_dir.read_secret())

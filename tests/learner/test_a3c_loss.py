@@ -15,19 +15,24 @@ def test_loss_parts_match_a_numpy_computation():
     values = rng.standard_normal(6).astype(np.float32)
     actions = np.array([0, 1, 2, 2, 1, 0], np.int32)
     returns = rng.standard_normal(6).astype(np.float32)
-    parts = a3c_loss(tf.constant(logits), tf.constant(values), tf.constant(actions),
-                     tf.constant(returns), entropy_beta=0.01, value_loss_coef=0.5)
+    parts = a3c_loss(
+        tf.constant(logits),
+        tf.constant(values),
+        tf.constant(actions),
+        tf.constant(returns),
+        entropy_beta=0.01,
+        value_loss_coef=0.5,
+    )
 
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     adv = returns - values
     policy = -np.mean(np.log(p[np.arange(6), actions]) * adv)
     entropy = np.mean(-(p * np.log(p)).sum(1))
-    value = np.mean(adv ** 2)
+    value = np.mean(adv**2)
     assert float(parts["policy"]) == pytest.approx(policy, rel=1e-5)
     assert float(parts["entropy"]) == pytest.approx(entropy, rel=1e-5)
     assert float(parts["value"]) == pytest.approx(value, rel=1e-5)
-    assert float(parts["total"]) == pytest.approx(policy - 0.01 * entropy + 0.5 * value,
-                                                  rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(policy - 0.01 * entropy + 0.5 * value, rel=1e-5)
     assert float(parts["advantage_mean"]) == pytest.approx(adv.mean(), rel=1e-5, abs=1e-6)
 
 
@@ -37,8 +42,11 @@ def mlp():
     return models.build_model(cfg, (4,), 2)
 
 
-BATCH = (np.random.default_rng(1).standard_normal((32, 4)).astype(np.float32),
-         np.zeros(32, np.int32), np.full(32, 5.0, np.float32))
+BATCH = (
+    np.random.default_rng(1).standard_normal((32, 4)).astype(np.float32),
+    np.zeros(32, np.int32),
+    np.full(32, 5.0, np.float32),
+)
 
 
 def test_gradients_are_clipped_to_the_global_norm():
@@ -48,7 +56,7 @@ def test_gradients_are_clipped_to_the_global_norm():
     assert free.stats["grad_norm"] > 0.1
     assert free.stats["grad_norm_clipped"] == pytest.approx(free.stats["grad_norm"])
     assert clipped.stats["grad_norm_clipped"] == pytest.approx(0.1, rel=1e-4)
-    norm = np.sqrt(sum(float(np.sum(g ** 2)) for g in clipped.gradients.values()))
+    norm = np.sqrt(sum(float(np.sum(g**2)) for g in clipped.gradients.values()))
     assert norm == pytest.approx(0.1, rel=1e-4)
     scale = 0.1 / free.stats["grad_norm"]
     for name, g in free.gradients.items():

@@ -24,8 +24,10 @@ def cluster(tmp_path_factory):
     """One paramserver shard and one learner on CartPole, shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("act")
     run_dir = make_run_dir(tmp / "run", **dict(CARTPOLE, batch_size=16))
-    started = [Process(ba3c_command(role, "--run-dir", str(run_dir.path)), tmp / f"{role}.out")
-               for role in ("paramserver", "learner")]
+    started = [
+        Process(ba3c_command(role, "--run-dir", str(run_dir.path)), tmp / f"{role}.out")
+        for role in ("paramserver", "learner")
+    ]
     channel = learner_channel(run_dir)
     yield run_dir, learner_pb2_grpc.LearnerStub(channel)
     channel.close()
@@ -35,8 +37,13 @@ def cluster(tmp_path_factory):
 
 
 def spec(**overrides) -> pb.PoolSpec:
-    fields = dict(env_id="CartPole-v1", num_envs=N, observation_shape=[4],
-                  observation_dtype=tensors.DType.Value("FLOAT32"), num_actions=2)
+    fields = dict(
+        env_id="CartPole-v1",
+        num_envs=N,
+        observation_shape=[4],
+        observation_dtype=tensors.DType.Value("FLOAT32"),
+        num_actions=2,
+    )
     fields.update(overrides)
     return pb.PoolSpec(**fields)
 
@@ -68,8 +75,7 @@ def first_request(**spec_overrides) -> pb.ActRequest:
 
 def later_request(done_every=0, t=0) -> pb.ActRequest:
     dones = [bool(done_every) and (t + i) % done_every == 0 for i in range(N)]
-    return pb.ActRequest(observations=observations(), rewards=[1.0] * N, dones=dones,
-                         env_frames=N)
+    return pb.ActRequest(observations=observations(), rewards=[1.0] * N, dones=dones, env_frames=N)
 
 
 def refused(stub, *requests) -> grpc.RpcError:
@@ -97,8 +103,11 @@ def test_a_pool_gets_one_valid_action_per_environment_and_training_follows(clust
     assert late.version >= 1
     pool.close()
     assert metric(run_dir, "ba3c_learner_agent_steps_total") >= 62 * N
-    wait_for(lambda: metric(run_dir, "ba3c_learner_samples_trained_total") >= 5 * 16, 30,
-             "the learner to count 5 batches of 16 samples")
+    wait_for(
+        lambda: metric(run_dir, "ba3c_learner_samples_trained_total") >= 5 * 16,
+        30,
+        "the learner to count 5 batches of 16 samples",
+    )
 
 
 def test_episode_statistics_reach_the_online_score(cluster):
@@ -114,13 +123,16 @@ def test_episode_statistics_reach_the_online_score(cluster):
     assert metric(run_dir, "ba3c_learner_online_episode_return_sum") >= 42.0
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(observation_shape=[5]), "spec.observation_shape"),
-    (dict(observation_dtype=tensors.DType.Value("UINT8")), "spec.observation_dtype"),
-    (dict(num_actions=3), "spec.num_actions"),
-    (dict(num_envs=0), "spec.num_envs"),
-    (dict(num_envs=2**31 - 1), "spec.num_envs"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(observation_shape=[5]), "spec.observation_shape"),
+        (dict(observation_dtype=tensors.DType.Value("UINT8")), "spec.observation_dtype"),
+        (dict(num_actions=3), "spec.num_actions"),
+        (dict(num_envs=0), "spec.num_envs"),
+        (dict(num_envs=2**31 - 1), "spec.num_envs"),
+    ],
+)
 def test_a_pool_that_does_not_fit_the_model_is_refused(cluster, overrides, field):
     _, stub = cluster
     error = refused(stub, first_request(**overrides))
@@ -135,15 +147,20 @@ def test_a_stream_without_spec_is_refused(cluster):
     assert "spec" in error.details()
 
 
-@pytest.mark.parametrize("bad, field", [
-    (lambda r: r.observations.CopyFrom(observations(n=N + 1)), "observations"),
-    (lambda r: r.observations.CopyFrom(observations(dtype=np.float16)), "observations"),
-    (lambda r: r.observations.__setattr__("data", b"\0" * 3), "observations"),
-    (lambda r: r.observations.CopyFrom(tensors.encode(np.full((N, 4), np.nan, np.float32))),
-     "observations"),
-    (lambda r: r.rewards.pop(), "rewards"),
-    (lambda r: r.finished_episodes.add(env_index=N), "env_index"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (lambda r: r.observations.CopyFrom(observations(n=N + 1)), "observations"),
+        (lambda r: r.observations.CopyFrom(observations(dtype=np.float16)), "observations"),
+        (lambda r: r.observations.__setattr__("data", b"\0" * 3), "observations"),
+        (
+            lambda r: r.observations.CopyFrom(tensors.encode(np.full((N, 4), np.nan, np.float32))),
+            "observations",
+        ),
+        (lambda r: r.rewards.pop(), "rewards"),
+        (lambda r: r.finished_episodes.add(env_index=N), "env_index"),
+    ],
+)
 def test_a_malformed_request_ends_the_stream_and_the_learner_serves_on(cluster, bad, field):
     run_dir, stub = cluster
     steps_before = metric(run_dir, "ba3c_learner_agent_steps_total")
@@ -179,8 +196,11 @@ def test_pools_come_and_go_and_many_are_served_at_once(cluster):
     for t in threads:
         t.join(60)
     assert not errors
-    wait_for(lambda: metric(run_dir, "ba3c_learner_pools_connected") == 0, 30,
-             "every pool to be counted as gone")
+    wait_for(
+        lambda: metric(run_dir, "ba3c_learner_pools_connected") == 0,
+        30,
+        "every pool to be counted as gone",
+    )
 
 
 def test_a_call_without_the_token_is_unauthenticated(cluster):

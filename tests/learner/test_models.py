@@ -17,11 +17,14 @@ def config(**model_knobs):
 IMAGE = (84, 84, 4)
 
 
-@pytest.mark.parametrize("kind, shape, params", [
-    ("nature", IMAGE, 1_687_719),
-    ("tensorpack", IMAGE, 3_379_527),
-    ("mlp", (4,), 4 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6 + 64 + 1),
-])
+@pytest.mark.parametrize(
+    "kind, shape, params",
+    [
+        ("nature", IMAGE, 1_687_719),
+        ("tensorpack", IMAGE, 3_379_527),
+        ("mlp", (4,), 4 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6 + 64 + 1),
+    ],
+)
 def test_each_network_maps_observations_to_logits_and_values(kind, shape, params):
     model = models.build_model(config(model=kind), shape, 6)
     dtype = np.uint8 if len(shape) == 3 else np.float32
@@ -49,9 +52,19 @@ def test_names_are_stable_and_do_not_depend_on_what_else_was_built():
     again = models.variable_names_and_shapes(models.build_model(config(), IMAGE, 4))
     assert first == again
     assert [n for n, _ in first] == [
-        "conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel",
-        "conv3/bias", "fc/kernel", "fc/bias", "policy/kernel", "policy/bias",
-        "value/kernel", "value/bias"]
+        "conv1/kernel",
+        "conv1/bias",
+        "conv2/kernel",
+        "conv2/bias",
+        "conv3/kernel",
+        "conv3/bias",
+        "fc/kernel",
+        "fc/bias",
+        "policy/kernel",
+        "policy/bias",
+        "value/kernel",
+        "value/bias",
+    ]
 
 
 def test_the_seed_decides_the_initial_values():
@@ -100,9 +113,11 @@ def test_images_are_scaled_to_unit_range_inside_the_model():
     assert np.all(np.isfinite(logits.numpy()))
     # the same computation by hand on 1.0 inputs, through the first layer only
     import tensorflow as tf
+
     w = model.variables_by_name
-    x = tf.nn.relu(tf.nn.conv2d(tf.ones((1, *IMAGE)), w["conv1/kernel"], 4, "VALID")
-                   + w["conv1/bias"])
+    x = tf.nn.relu(
+        tf.nn.conv2d(tf.ones((1, *IMAGE)), w["conv1/kernel"], 4, "VALID") + w["conv1/bias"]
+    )
     assert float(tf.reduce_max(x)) < 10  # unscaled (255) inputs would give ~255x more
 
 
@@ -115,8 +130,9 @@ def test_greedy_actions_are_the_argmax_and_sampled_ones_follow_the_softmax():
     model = models.build_model(config(model="mlp"), (4,), 2)
     obs = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
     logits, _ = model(obs)
-    np.testing.assert_array_equal(models.act(model, obs, greedy=True),
-                                  np.argmax(logits.numpy(), axis=1))
+    np.testing.assert_array_equal(
+        models.act(model, obs, greedy=True), np.argmax(logits.numpy(), axis=1)
+    )
     assert models.act(model, obs, greedy=False, rng=3).dtype == np.int32
 
 
@@ -126,4 +142,5 @@ def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
     assert models.configure_threads(5) == 5
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     import os
+
     assert models.configure_threads(0) == os.cpu_count()

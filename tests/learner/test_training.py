@@ -21,20 +21,34 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
     run_dir = run_dir_factory(**CARTPOLE)
     start = time.monotonic()
     start_cluster(processes, run_dir)
-    first = wait_for(lambda: metric(run_dir, "ba3c_learner_online_episodes_total") >= 20
-                     and metric(run_dir, "ba3c_learner_online_return_mean"), 120,
-                     "the first 20 episodes")
+    first = wait_for(
+        lambda: (
+            metric(run_dir, "ba3c_learner_online_episodes_total") >= 20
+            and metric(run_dir, "ba3c_learner_online_return_mean")
+        ),
+        120,
+        "the first 20 episodes",
+    )
     assert first < 60, f"an untrained policy should score about 20, got {first}"
     reached = wait_for(
         lambda: (m := metric(run_dir, "ba3c_learner_online_return_mean")) >= 195 and m,
-        300 - (time.monotonic() - start), "a mean online return of 195 over 20 episodes",
-        interval=0.5)
+        300 - (time.monotonic() - start),
+        "a mean online return of 195 over 20 episodes",
+        interval=0.5,
+    )
     elapsed = time.monotonic() - start
-    print(f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
-          f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)")
-    wait_for(lambda: {"online/return_mean", "train/total", "train/entropy"}
-             <= tensorboard_tags(run_dir.sub("tensorboard") / "learner-0"), 30,
-             "the online score and losses in TensorBoard")
+    print(
+        f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
+        f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)"
+    )
+    wait_for(
+        lambda: (
+            {"online/return_mean", "train/total", "train/entropy"}
+            <= tensorboard_tags(run_dir.sub("tensorboard") / "learner-0")
+        ),
+        30,
+        "the online score and losses in TensorBoard",
+    )
 
 
 def tensorboard_tags(folder) -> set[str]:
@@ -47,16 +61,20 @@ def tensorboard_tags(folder) -> set[str]:
 
 
 @pytest.mark.slow
-def test_breakout_trains_with_bfloat16_gradients_and_rising_versions(run_dir_factory,
-                                                                      processes):
-    run_dir = run_dir_factory(env="ALE/Breakout-v5", batch_size=32, simulator_procs=8,
-                              grad_dtype="bfloat16")
+def test_breakout_trains_with_bfloat16_gradients_and_rising_versions(run_dir_factory, processes):
+    run_dir = run_dir_factory(
+        env="ALE/Breakout-v5", batch_size=32, simulator_procs=8, grad_dtype="bfloat16"
+    )
     start_cluster(processes, run_dir)
-    wait_for(lambda: metric(run_dir, "ba3c_learner_train_steps_total") >= 1, 120,
-             "the first training step")
+    wait_for(
+        lambda: metric(run_dir, "ba3c_learner_train_steps_total") >= 1,
+        120,
+        "the first training step",
+    )
     early = shard_status(run_dir).version
-    wait_for(lambda: metric(run_dir, "ba3c_learner_agent_steps_total") >= 2000, 180,
-             "2,000 agent steps")
+    wait_for(
+        lambda: metric(run_dir, "ba3c_learner_agent_steps_total") >= 2000, 180, "2,000 agent steps"
+    )
     wait_for(lambda: shard_status(run_dir).version > early, 60, "the shard version to rise")
     values = metrics(run_dir)
     for part in ("total", "policy", "value"):

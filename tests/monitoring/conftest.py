@@ -30,8 +30,10 @@ class MonitoredPrometheus:
 def require(binary: str) -> str:
     found = shutil.which(binary)
     if not found:
-        pytest.fail(f"{binary} is not installed; run `make system-deps` (Debian's prometheus "
-                    "package)", pytrace=False)
+        pytest.fail(
+            f"{binary} is not installed; run `make system-deps` (Debian's prometheus package)",
+            pytrace=False,
+        )
     return found
 
 

@@ -13,11 +13,30 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-            "group_right", "bool", "offset", "inf", "nan", "atan2"}
+KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 # Grafana's variables, replaced by values Prometheus accepts.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s",
-                     "$run": ".*", "${datasource}": ""}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__range": "1h",
+    "$__interval": "15s",
+    "$run": ".*",
+    "${datasource}": "",
+}
 
 
 class PrometheusAPI:
@@ -40,8 +59,7 @@ class PrometheusAPI:
 
     def values(self, expr: str) -> dict[tuple, float]:
         """{sorted label items: value} of an instant query."""
-        return {tuple(sorted(r["metric"].items())): float(r["value"][1])
-                for r in self.query(expr)}
+        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in self.query(expr)}
 
     def rules(self) -> list[dict]:
         reply = self.get("/api/v1/rules")
@@ -67,7 +85,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for m in re.finditer(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*", s):
         token = m.group()
-        if token.lower() in KEYWORDS or s[m.end():].lstrip().startswith("("):
+        if token.lower() in KEYWORDS or s[m.end() :].lstrip().startswith("("):
             continue
         names.add(token)
     return names
@@ -76,8 +94,14 @@ def metric_names(expr: str) -> set[str]:
 def exposed_names(exposition: str) -> set[str]:
     """Every series name a /metrics text can contain, from its # TYPE lines (so a labelled
     metric that has not been observed yet still counts as exported)."""
-    suffixes = {"counter": ("",), "gauge": ("",), "untyped": ("",), "info": ("",),
-                "histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+    suffixes = {
+        "counter": ("",),
+        "gauge": ("",),
+        "untyped": ("",),
+        "info": ("",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+    }
     names = set()
     for line in exposition.splitlines():
         parts = line.split()

@@ -30,8 +30,9 @@ DASHBOARD = MONITORING / "grafana" / "dashboards" / "ba3c.json"
 def dashboard_queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every panel target and of the run variable's label_values()."""
     board = json.loads(DASHBOARD.read_text())
-    out = [(f"panel {p['title']!r}", t["expr"])
-           for p in board["panels"] for t in p.get("targets", [])]
+    out = [
+        (f"panel {p['title']!r}", t["expr"]) for p in board["panels"] for t in p.get("targets", [])
+    ]
     for var in board["templating"]["list"]:
         if var["type"] == "query":
             inner = re.fullmatch(r"label_values\((.*),\s*\w+\)", var["definition"])
@@ -64,24 +65,33 @@ def test_alerts_fire_when_work_stops_and_only_then(promtool):
     tested = run(promtool, "test", "rules", "rules_test.yml", cwd=MONITORING / "tests")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     alerts = {r["alert"] for r in _rules_in(MONITORING / "rules" / "alerts.yml")}
-    tested_names = set(re.findall(r"alertname: (\w+)",
-                                  (MONITORING / "tests" / "rules_test.yml").read_text()))
+    tested_names = set(
+        re.findall(r"alertname: (\w+)", (MONITORING / "tests" / "rules_test.yml").read_text())
+    )
     assert alerts <= tested_names, f"alerts without a unit test: {sorted(alerts - tested_names)}"
 
 
 def _rules_in(path) -> list[dict]:
     """The `alert:`/`record:` names of a rules file (enough YAML for our own files)."""
-    return [{m.group(1): m.group(2)} for m in
-            re.finditer(r"^\s*- (alert|record): (\S+)", path.read_text(), re.M)]
+    return [
+        {m.group(1): m.group(2)}
+        for m in re.finditer(r"^\s*- (alert|record): (\S+)", path.read_text(), re.M)
+    ]
 
 
 def test_every_dashboard_query_and_rule_parses_and_names_a_metric(prometheus):
     rules = prometheus.api.rules()
     assert {r["name"] for r in rules} >= {
-        "run:ba3c_sim_env_frames:rate1m", "run:ba3c_learner_samples_trained:rate1m",
-        "run:ba3c_learner_pushpull_seconds:p50_1m", "run:ba3c_learner_pushpull_seconds:p99_1m",
-        "run:ba3c_paramserver_staleness_versions:p99_1m", "BA3CLearnerStoppedPushing",
-        "BA3CShardVersionStuck", "BA3CNoFrames", "BA3CEvalScoreCollapse"}
+        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_learner_samples_trained:rate1m",
+        "run:ba3c_learner_pushpull_seconds:p50_1m",
+        "run:ba3c_learner_pushpull_seconds:p99_1m",
+        "run:ba3c_paramserver_staleness_versions:p99_1m",
+        "BA3CLearnerStoppedPushing",
+        "BA3CShardVersionStuck",
+        "BA3CNoFrames",
+        "BA3CEvalScoreCollapse",
+    }
     assert all(r["health"] != "err" for r in rules), [r for r in rules if r["health"] == "err"]
     queries = dashboard_queries()
     assert len(queries) >= 20
@@ -98,9 +108,11 @@ def test_a_broken_query_is_reported_as_such(prometheus):
 
 
 def test_metric_names_are_read_from_promql():
-    expr = ('histogram_quantile(0.99, sum by (run, le) (rate(foo_seconds_bucket{a="b{c}"}'
-            '[$__rate_interval]))) > on (run) group_left bar:baz:rate1m offset 5m '
-            'unless up{job="x"} == bool 1e3')
+    expr = (
+        'histogram_quantile(0.99, sum by (run, le) (rate(foo_seconds_bucket{a="b{c}"}'
+        "[$__rate_interval]))) > on (run) group_left bar:baz:rate1m offset 5m "
+        'unless up{job="x"} == bool 1e3'
+    )
     assert metric_names(expr) == {"foo_seconds_bucket", "bar:baz:rate1m", "up"}
 
 
@@ -136,11 +148,15 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboards():
 
 # -- ba3c monitor ------------------------------------------------------------------------------
 
+
 def test_monitor_prints_a_config_watching_the_run(tmp_path, promtool):
     run_dir = tmp_path / "my-run"
     run_dir.mkdir()
-    out = run(*ba3c_command("monitor", "--run-dir", str(run_dir), "--print-config",
-                            "--scrape-interval", "2s"))
+    out = run(
+        *ba3c_command(
+            "monitor", "--run-dir", str(run_dir), "--print-config", "--scrape-interval", "2s"
+        )
+    )
     assert out.returncode == 0, out.stderr
     assert f'"{run_dir}/targets/*.json"' in out.stdout
     assert f'"{MONITORING}/rules/*.yml"' in out.stdout
@@ -150,12 +166,15 @@ def test_monitor_prints_a_config_watching_the_run(tmp_path, promtool):
     assert run(promtool, "check", "config", str(tmp_path / "p.yml")).returncode == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--run-dir", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
-    (["--scrape-interval", "fast"], "--scrape-interval 'fast' is not a Prometheus duration"),
-    (["--prometheus", "/nonexistent/prometheus"], "apt-get install"),
-    (["--port", "70000"], "--port must be in 0..65535"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--run-dir", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+        (["--scrape-interval", "fast"], "--scrape-interval 'fast' is not a Prometheus duration"),
+        (["--prometheus", "/nonexistent/prometheus"], "apt-get install"),
+        (["--port", "70000"], "--port must be in 0..65535"),
+    ],
+)
 def test_monitor_refuses_bad_usage_in_one_line(tmp_path, args, message):
     if "--run-dir" not in args:
         args = ["--run-dir", str(tmp_path), *args]
@@ -174,14 +193,28 @@ def test_monitor_scrapes_the_run_and_stops_on_ctrl_c(tmp_path, processes):
     server, _ = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
         run_dir.write_target("simulator", 3, f"127.0.0.1:{server.server_port}")
-        proc = processes("monitor", "monitor", "--run-dir", str(run_dir.path), "--port", "0",
-                         "--scrape-interval", "1s")
-        url = wait_for(lambda: re.search(r"http://127\.0\.0\.1:\d+", proc.output()), 30,
-                       "ba3c monitor to print its URL").group()
+        proc = processes(
+            "monitor",
+            "monitor",
+            "--run-dir",
+            str(run_dir.path),
+            "--port",
+            "0",
+            "--scrape-interval",
+            "1s",
+        )
+        url = wait_for(
+            lambda: re.search(r"http://127\.0\.0\.1:\d+", proc.output()),
+            30,
+            "ba3c monitor to print its URL",
+        ).group()
         api = PrometheusAPI(url)
         labels = {"run": "watched-run", "role": "simulator", "index": "3", "job": "ba3c"}
-        found = wait_for(lambda: api.query("ba3c_sim_env_frames_total"), 30,
-                         "Prometheus to scrape the run's simulator target")
+        found = wait_for(
+            lambda: api.query("ba3c_sim_env_frames_total"),
+            30,
+            "Prometheus to scrape the run's simulator target",
+        )
         assert labels.items() <= found[0]["metric"].items()
         assert float(found[0]["value"][1]) == 1234
         assert (run_dir.path / "monitoring" / "prometheus.yml").exists()

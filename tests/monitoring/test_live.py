@@ -16,11 +16,32 @@ from tests.monitoring.prom import exposed_names, metric_names
 from tests.monitoring.test_config import dashboard_queries
 from tests.support import Process, ba3c_command, wait_for
 
-ROLES = {("paramserver", "0"), ("paramserver", "1"), ("learner", "0"), ("simulator", "0"),
-         ("evaluator", "0")}
-RUN_ARGS = ["-e", "CartPole-v1", "--ps", "2", "--learners", "1", "--pools", "1",
-            "--eval_every", "3", "--eval_episodes", "2", "--minutes", "4", "--plain",
-            "--progress-every", "5"]
+ROLES = {
+    ("paramserver", "0"),
+    ("paramserver", "1"),
+    ("learner", "0"),
+    ("simulator", "0"),
+    ("evaluator", "0"),
+}
+RUN_ARGS = [
+    "-e",
+    "CartPole-v1",
+    "--ps",
+    "2",
+    "--learners",
+    "1",
+    "--pools",
+    "1",
+    "--eval_every",
+    "3",
+    "--eval_episodes",
+    "2",
+    "--minutes",
+    "4",
+    "--plain",
+    "--progress-every",
+    "5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +49,15 @@ def live_run(prometheus, tmp_path_factory) -> Iterator[Path]:
     """`ba3c train` in the directory the session's Prometheus watches, until all its
     processes are scraped."""
     logs = tmp_path_factory.mktemp("live-logs")
-    train = Process(ba3c_command("train", "--run-dir", str(prometheus.run_path), *RUN_ARGS),
-                    logs / "train.out")
+    train = Process(
+        ba3c_command("train", "--run-dir", str(prometheus.run_path), *RUN_ARGS), logs / "train.out"
+    )
     try:
-        wait_for(lambda: up_processes(prometheus) >= ROLES or not train.alive(), 120,
-                 "Prometheus to scrape every process of the run")
+        wait_for(
+            lambda: up_processes(prometheus) >= ROLES or not train.alive(),
+            120,
+            "Prometheus to scrape every process of the run",
+        )
         assert train.alive(), train.output()[-3000:]
         yield prometheus.run_path
     finally:
@@ -41,8 +66,11 @@ def live_run(prometheus, tmp_path_factory) -> Iterator[Path]:
 
 
 def up_processes(prometheus) -> set[tuple[str, str]]:
-    return {(labels["role"], labels["index"])
-            for labels, value in labelled(prometheus.api.values('up{job="ba3c"}')) if value == 1}
+    return {
+        (labels["role"], labels["index"])
+        for labels, value in labelled(prometheus.api.values('up{job="ba3c"}'))
+        if value == 1
+    }
 
 
 def labelled(values: dict[tuple, float]) -> list[tuple[dict, float]]:
@@ -81,18 +109,30 @@ def test_series_carry_run_role_index_and_nothing_is_renamed(live_run, prometheus
 
 def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
     api = prometheus.api
-    positive = ["run:ba3c_sim_env_frames:rate1m", "run:ba3c_learner_samples_trained:rate1m",
-                "run:ba3c_sim_agent_steps:rate1m", "run_index:ba3c_learner_train_steps:rate1m",
-                "run:ba3c_paramserver_pushes_applied:rate1m",
-                "run:ba3c_learner_pushpull_seconds:p50_1m",
-                "run:ba3c_learner_pushpull_seconds:p99_1m"]
+    positive = [
+        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_learner_samples_trained:rate1m",
+        "run:ba3c_sim_agent_steps:rate1m",
+        "run_index:ba3c_learner_train_steps:rate1m",
+        "run:ba3c_paramserver_pushes_applied:rate1m",
+        "run:ba3c_learner_pushpull_seconds:p50_1m",
+        "run:ba3c_learner_pushpull_seconds:p99_1m",
+    ]
     for expr in positive:
-        wait_for(lambda e=expr: any(v > 0 for v in api.values(e).values()), 60,
-                 f"{expr} to be positive")
-    wait_for(lambda: api.query("run:ba3c_paramserver_staleness_versions:p99_1m"), 60,
-             "staleness p99 to be recorded")
-    counters = ["ba3c_sim_env_frames_total", "ba3c_learner_train_steps_total",
-                "ba3c_learner_samples_trained_total", "ba3c_paramserver_version"]
+        wait_for(
+            lambda e=expr: any(v > 0 for v in api.values(e).values()), 60, f"{expr} to be positive"
+        )
+    wait_for(
+        lambda: api.query("run:ba3c_paramserver_staleness_versions:p99_1m"),
+        60,
+        "staleness p99 to be recorded",
+    )
+    counters = [
+        "ba3c_sim_env_frames_total",
+        "ba3c_learner_train_steps_total",
+        "ba3c_learner_samples_trained_total",
+        "ba3c_paramserver_version",
+    ]
     before = {expr: api.values(expr) for expr in counters}
     assert len(before["ba3c_paramserver_version"]) == 2, "expected one version per shard"
     for expr, first in before.items():
@@ -103,8 +143,9 @@ def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
             return all(now.get(key, float("-inf")) > value for key, value in first.items())
 
         wait_for(moved, 30, f"every series of {expr} to grow")
-    wait_for(lambda: api.query('ba3c_eval_score{stat="mean"}'), 90,
-             "an evaluation score to be scraped")
+    wait_for(
+        lambda: api.query('ba3c_eval_score{stat="mean"}'), 90, "an evaluation score to be scraped"
+    )
 
 
 def test_every_metric_a_panel_or_rule_names_is_exported(live_run, prometheus):
@@ -129,5 +170,8 @@ def test_every_metric_a_panel_or_rule_names_is_exported(live_run, prometheus):
     # only exist once a push was dropped, which an async run without a bound never does).
     used = {n for _, expr in dashboard_queries() for n in metric_names(expr)} & recorded
     used -= {"run_reason:ba3c_paramserver_pushes_dropped:rate1m"}
-    wait_for(lambda: all(prometheus.api.query(name) for name in used), 60,
-             f"every recording rule the dashboard reads to have data: {sorted(used)}")
+    wait_for(
+        lambda: all(prometheus.api.query(name) for name in used),
+        60,
+        f"every recording rule the dashboard reads to have data: {sorted(used)}",
+    )

@@ -51,13 +51,27 @@ WRITE_EVENTS = textwrap.dedent("""
 def finished_run(tmp_path_factory) -> Path:
     """A run directory with learner and evaluator events and an eval.jsonl."""
     run_dir = tmp_path_factory.mktemp("reported-run")
-    subprocess.run([sys.executable, "-c", WRITE_EVENTS, str(run_dir / "tensorboard")],
-                   check=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                   timeout=120)
-    lines = [{"version": v, "env_frames": 1000 * v, "mean": 5.0 * v, "max": 6.0 * v,
-              "min": 4.0 * v, "time": 1_700_000_000 + 10 * v} for v in (3, 6, 9)]
-    (run_dir / "eval.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines)
-                                        + '{"version": 12, "env_fr')  # a line being written
+    subprocess.run(
+        [sys.executable, "-c", WRITE_EVENTS, str(run_dir / "tensorboard")],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=120,
+    )
+    lines = [
+        {
+            "version": v,
+            "env_frames": 1000 * v,
+            "mean": 5.0 * v,
+            "max": 6.0 * v,
+            "min": 4.0 * v,
+            "time": 1_700_000_000 + 10 * v,
+        }
+        for v in (3, 6, 9)
+    ]
+    (run_dir / "eval.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines) + '{"version": 12, "env_fr'
+    )  # a line being written
     return run_dir
 
 
@@ -70,12 +84,15 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def run_report(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
     """`ba3c report ARGS` in a fresh interpreter that fails if TensorFlow got imported."""
-    code = (f"import sys\n{prelude}\nfrom ba3c import report\n"
-            f"code = report.main({list(args)!r})\n"
-            "assert 'tensorflow' not in sys.modules, 'ba3c report imported TensorFlow'\n"
-            "sys.exit(code)\n")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    code = (
+        f"import sys\n{prelude}\nfrom ba3c import report\n"
+        f"code = report.main({list(args)!r})\n"
+        "assert 'tensorflow' not in sys.modules, 'ba3c report imported TensorFlow'\n"
+        "sys.exit(code)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def test_report_draws_score_speed_and_losses_without_tensorflow(finished_run, tmp_path):
@@ -104,13 +121,17 @@ def test_the_scalars_read_are_those_the_services_wrote(finished_run):
         assert [p.step for p in points] == list(range(1, 11)), tag
         assert points[-1].value == pytest.approx(1.0)
     # eval.jsonl wins over the events; its unfinished last line is skipped.
-    assert report.evaluation_curve(data) == [(3000.0, 15.0, 12.0, 18.0),
-                                             (6000.0, 30.0, 24.0, 36.0),
-                                             (9000.0, 45.0, 36.0, 54.0)]
+    assert report.evaluation_curve(data) == [
+        (3000.0, 15.0, 12.0, 18.0),
+        (6000.0, 30.0, 24.0, 36.0),
+        (9000.0, 45.0, 36.0, 54.0),
+    ]
     data.evaluations = []
-    assert report.evaluation_curve(data) == [(3000.0, 15.0, 12.0, 18.0),
-                                             (6000.0, 30.0, 24.0, 36.0),
-                                             (9000.0, 45.0, 36.0, 54.0)]
+    assert report.evaluation_curve(data) == [
+        (3000.0, 15.0, 12.0, 18.0),
+        (6000.0, 30.0, 24.0, 36.0),
+        (9000.0, 45.0, 36.0, 54.0),
+    ]
 
 
 def test_a_half_written_event_file_is_read_up_to_its_last_whole_record(finished_run, tmp_path):
@@ -145,8 +166,13 @@ def test_a_missing_run_dir_is_a_usage_error(tmp_path):
 
 def test_without_matplotlib_the_report_says_how_to_install_it(finished_run, tmp_path):
     # None in sys.modules makes `import matplotlib` fail as if it were not installed.
-    out = run_report("--run-dir", str(finished_run), "--out", str(tmp_path / "plots"),
-                     prelude="sys.modules['matplotlib'] = None")
+    out = run_report(
+        "--run-dir",
+        str(finished_run),
+        "--out",
+        str(tmp_path / "plots"),
+        prelude="sys.modules['matplotlib'] = None",
+    )
     assert out.returncode == 1
     assert "pip install 'ba3c[report]'" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "plots").exists()

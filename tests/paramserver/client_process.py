@@ -44,8 +44,17 @@ def main() -> int:
     n = 0
     while args.pushes == 0 or n < args.pushes:
         reply, _ = client.push(version, gradients(n, scale=0.1), env_frames=4)
-        print(json.dumps({"sent": version, "version": reply.version, "t": time.time(),
-                          "outcome": pb.PushOutcome.Name(reply.outcome)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "sent": version,
+                    "version": reply.version,
+                    "t": time.time(),
+                    "outcome": pb.PushOutcome.Name(reply.outcome),
+                }
+            ),
+            flush=True,
+        )
         version = reply.version
         n += 1
     return 0

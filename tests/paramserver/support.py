@@ -30,15 +30,18 @@ def gradients(seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:
     return {n: (scale * rng.standard_normal(s)).astype(np.float32) for n, s in SHAPES.items()}
 
 
-def start_shard(start, run_dir: RunDir, *flags: str, index: int = 0, name: str = "paramserver"
-                ) -> tuple[Process, str]:
+def start_shard(
+    start, run_dir: RunDir, *flags: str, index: int = 0, name: str = "paramserver"
+) -> tuple[Process, str]:
     """Starts `ba3c paramserver` via `start` (the `processes` fixture or `launch`) and
     waits until its address is published."""
     run_dir.remove_address("paramserver", index)
-    proc = start(name, "paramserver", "--run-dir", str(run_dir.path), "--index", str(index),
-                 *flags)
-    address = wait_for(lambda: run_dir.read_address("paramserver", index) or
-                       (not proc.alive() and _died(proc)), 60, "the shard's address")
+    proc = start(name, "paramserver", "--run-dir", str(run_dir.path), "--index", str(index), *flags)
+    address = wait_for(
+        lambda: run_dir.read_address("paramserver", index) or (not proc.alive() and _died(proc)),
+        60,
+        "the shard's address",
+    )
     return proc, address
 
 
@@ -68,8 +71,13 @@ def launch(tmp_path):
 class Client:
     """A learner or evaluator of one shard, with numpy in and out."""
 
-    def __init__(self, run_dir: RunDir, index: int = 0, client_id: str = "learner-0",
-                 max_message_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        run_dir: RunDir,
+        index: int = 0,
+        client_id: str = "learner-0",
+        max_message_bytes: int = 256 << 20,
+    ):
         address = run_dir.read_address("paramserver", index)
         assert address, f"no address for paramserver-{index}"
         self.channel = rpc.make_channel(address, run_dir.read_secret(), max_message_bytes)
@@ -80,23 +88,39 @@ class Client:
         self.channel.close()
 
     def register(self, role: int = pb.LEARNER) -> pb.RegisterResponse:
-        return self.stub.Register(pb.RegisterRequest(client_id=self.client_id, role=role),
-                                  timeout=30)
+        return self.stub.Register(
+            pb.RegisterRequest(client_id=self.client_id, role=role), timeout=30
+        )
 
     def initialize(self, values: Mapping[str, np.ndarray]) -> pb.InitializeResponse:
-        return self.stub.Initialize(pb.InitializeRequest(
-            client_id=self.client_id, parameters=tensors.encode_named(values)), timeout=30)
+        return self.stub.Initialize(
+            pb.InitializeRequest(client_id=self.client_id, parameters=tensors.encode_named(values)),
+            timeout=30,
+        )
 
-    def push(self, version: int, grads: Mapping[str, np.ndarray], dtype: str = "float32",
-             env_frames: int = 0, timeout: float = 60) -> tuple[pb.PushPullResponse, dict]:
-        reply = self.stub.PushPull(pb.PushPullRequest(
-            client_id=self.client_id, version=version, env_frames=env_frames,
-            gradients=tensors.encode_named(grads, dtype)), timeout=timeout)
+    def push(
+        self,
+        version: int,
+        grads: Mapping[str, np.ndarray],
+        dtype: str = "float32",
+        env_frames: int = 0,
+        timeout: float = 60,
+    ) -> tuple[pb.PushPullResponse, dict]:
+        reply = self.stub.PushPull(
+            pb.PushPullRequest(
+                client_id=self.client_id,
+                version=version,
+                env_frames=env_frames,
+                gradients=tensors.encode_named(grads, dtype),
+            ),
+            timeout=timeout,
+        )
         return reply, tensors.decode_named(reply.parameters)
 
     def pull(self, have_version: int = -1) -> tuple[pb.PullResponse, dict]:
-        reply = self.stub.Pull(pb.PullRequest(client_id=self.client_id,
-                                              have_version=have_version), timeout=30)
+        reply = self.stub.Pull(
+            pb.PullRequest(client_id=self.client_id, have_version=have_version), timeout=30
+        )
         return reply, tensors.decode_named(reply.parameters)
 
     def status(self) -> pb.StatusResponse:
@@ -126,5 +150,13 @@ def metric(run_dir: RunDir, name: str, index: int = 0) -> float:
 
 
 def client_command(run_dir: RunDir, client_id: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "tests.paramserver.client_process", "--run-dir",
-            str(run_dir.path), "--client-id", client_id, *flags]
+    return [
+        sys.executable,
+        "-m",
+        "tests.paramserver.client_process",
+        "--run-dir",
+        str(run_dir.path),
+        "--client-id",
+        client_id,
+        *flags,
+    ]

@@ -13,13 +13,23 @@ from ba3c.sharding import Assignment
 
 def make(version: int, shard: int = 0, values=None) -> Checkpoint:
     rng = np.random.default_rng(version)
-    params = values or {"a": rng.standard_normal((3, 4)).astype(np.float32),
-                        "b": rng.standard_normal(5).astype(np.float32)}
-    return Checkpoint(shard=shard, version=version, env_frames=10 * version, parameters=params,
-                      optimizer="adam", optimizer_step=version,
-                      slots={"m": {n: a * 2 for n, a in params.items()},
-                             "v": {n: a * 3 for n, a in params.items()}},
-                      extra={"lr_position": version})
+    params = values or {
+        "a": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": rng.standard_normal(5).astype(np.float32),
+    }
+    return Checkpoint(
+        shard=shard,
+        version=version,
+        env_frames=10 * version,
+        parameters=params,
+        optimizer="adam",
+        optimizer_step=version,
+        slots={
+            "m": {n: a * 2 for n, a in params.items()},
+            "v": {n: a * 3 for n, a in params.items()},
+        },
+        extra={"lr_position": version},
+    )
 
 
 def test_a_checkpoint_reads_back_exactly(tmp_path):
@@ -28,7 +38,12 @@ def test_a_checkpoint_reads_back_exactly(tmp_path):
     assert path.name == "ckpt-000000000007.ckpt"
     back = checkpoint.read(path)
     assert (back.shard, back.version, back.env_frames, back.optimizer, back.optimizer_step) == (
-        0, 7, 70, "adam", 7)
+        0,
+        7,
+        70,
+        "adam",
+        7,
+    )
     assert back.extra == {"lr_position": 7}
     for name, array in original.parameters.items():
         np.testing.assert_array_equal(back.parameters[name], array)
@@ -42,7 +57,9 @@ def test_only_the_newest_are_kept(tmp_path):
     for version in (5, 10, 15, 20):
         checkpoint.save(tmp_path, make(version), keep=2)
     assert [p.name for p in checkpoint.list_files(tmp_path)] == [
-        "ckpt-000000000020.ckpt", "ckpt-000000000015.ckpt"]
+        "ckpt-000000000020.ckpt",
+        "ckpt-000000000015.ckpt",
+    ]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
@@ -50,14 +67,16 @@ def test_a_damaged_file_is_refused_and_the_one_before_is_used(tmp_path, damage):
     checkpoint.save(tmp_path, make(5))
     newest = checkpoint.save(tmp_path, make(10))
     data = newest.read_bytes()
-    damaged = {"truncate": data[: len(data) // 2], "empty": b"",
-               "flip": data[:100] + bytes([data[100] ^ 1]) + data[101:]}[damage]
+    damaged = {
+        "truncate": data[: len(data) // 2],
+        "empty": b"",
+        "flip": data[:100] + bytes([data[100] ^ 1]) + data[101:],
+    }[damage]
     newest.write_bytes(damaged)
     with pytest.raises(CheckpointError, match="checksum|too short"):
         checkpoint.read(newest)
     reported = []
-    found = checkpoint.newest(tmp_path, on_corrupt=lambda p, e: reported.append(p),
-                              quarantine=True)
+    found = checkpoint.newest(tmp_path, on_corrupt=lambda p, e: reported.append(p), quarantine=True)
     assert found is not None and found.version == 5
     assert reported == [newest]
     assert (tmp_path / "ckpt-000000000010.ckpt.corrupt").exists()
@@ -73,8 +92,7 @@ def test_load_run_parameters_merges_the_newest_good_checkpoint_of_every_shard(tm
     for k, pieces in enumerate(assignment.split(whole)):
         checkpoint.save(run_dir.checkpoints(k), make(90 + k, k, dict(pieces)))
         # an older checkpoint with other values, and a newer damaged one
-        checkpoint.save(run_dir.checkpoints(k), make(50, k, {n: a + 1 for n, a in
-                                                           pieces.items()}))
+        checkpoint.save(run_dir.checkpoints(k), make(50, k, {n: a + 1 for n, a in pieces.items()}))
         (run_dir.checkpoints(k) / checkpoint.file_name(200)).write_bytes(b"garbage")
     for where in (run_dir.path, run_dir.path / "checkpoints"):
         pieces, version, frames = checkpoint.load_run_parameters(where)

@@ -41,8 +41,9 @@ def test_adam_on_the_shard_matches_keras_adam(tf, run_dir_factory, processes):
         reply, ours = client.push(version, gradients(i))
         version = reply.version
     client.close()
-    theirs = keras_run(tf, tf.keras.optimizers.Adam(
-        learning_rate=0.001, beta_1=0.8, beta_2=0.75, epsilon=1e-8))
+    theirs = keras_run(
+        tf, tf.keras.optimizers.Adam(learning_rate=0.001, beta_1=0.8, beta_2=0.75, epsilon=1e-8)
+    )
     for name in SHAPES:
         moved = np.abs(ours[name] - initial_values()[name]).max()
         assert moved > 0.005, "the test must move the parameters"
@@ -51,14 +52,24 @@ def test_adam_on_the_shard_matches_keras_adam(tf, run_dir_factory, processes):
 
 @pytest.mark.parametrize("name", ["rmsprop", "sgd"])
 def test_rmsprop_and_sgd_match_keras_with_a_linear_schedule(tf, name):
-    hyper = Hyper(optimizer=name, lr=0.01, lr_schedule="linear", lr_final=0.002,
-                  lr_decay_steps=10, rmsprop_decay=0.9, epsilon=1e-7)
+    hyper = Hyper(
+        optimizer=name,
+        lr=0.01,
+        lr_schedule="linear",
+        lr_final=0.002,
+        lr_decay_steps=10,
+        rmsprop_decay=0.9,
+        epsilon=1e-7,
+    )
     ours = initial_values()
     optimizer = Optimizer(hyper, {n: a.shape for n, a in ours.items()})
     for i in range(STEPS):
         optimizer.apply(ours, gradients(i), hyper.learning_rate(i))
-    keras_opt = (tf.keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9, epsilon=1e-7)
-                 if name == "rmsprop" else tf.keras.optimizers.SGD(learning_rate=0.01))
+    keras_opt = (
+        tf.keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9, epsilon=1e-7)
+        if name == "rmsprop"
+        else tf.keras.optimizers.SGD(learning_rate=0.01)
+    )
     theirs = keras_run(tf, keras_opt, lr_at=hyper.learning_rate)
     for n in SHAPES:
         np.testing.assert_allclose(ours[n], theirs[n], rtol=2e-6, atol=1e-7)
@@ -77,6 +88,7 @@ def test_large_variables_are_updated_the_same_in_chunks(threads):
     """Variables bigger than one chunk take the chunked path, shared out between threads;
     neither may change the results."""
     from services.paramserver import optimizers
+
     rng = np.random.default_rng(0)
     big = {"w": rng.standard_normal(optimizers.CHUNK * 7 + 123).astype(np.float32)}
     small = {"w": big["w"].copy()}

@@ -12,7 +12,8 @@ from tests.support import wait_for
 
 
 def test_sigkill_then_restart_resumes_from_the_newest_checkpoint_or_the_one_before(
-        run_dir_factory, processes):
+    run_dir_factory, processes
+):
     run_dir = run_dir_factory(save_every=5, keep_checkpoints=3)
     proc, _ = start_shard(processes, run_dir, name="shard-1")
     client = Client(run_dir)
@@ -22,8 +23,11 @@ def test_sigkill_then_restart_resumes_from_the_newest_checkpoint_or_the_one_befo
         reply, _ = client.push(version, gradients(i), env_frames=4)
         version = reply.version
     folder = run_dir.checkpoints(0)
-    wait_for(lambda: checkpoint.list_files(folder)[:1] == [folder / checkpoint.file_name(10)],
-             20, "the checkpoint of version 10")
+    wait_for(
+        lambda: checkpoint.list_files(folder)[:1] == [folder / checkpoint.file_name(10)],
+        20,
+        "the checkpoint of version 10",
+    )
     proc.kill()
     client.close()
 
@@ -52,10 +56,17 @@ def test_sigkill_then_restart_resumes_from_the_newest_checkpoint_or_the_one_befo
     client.close()
 
 
-def test_a_resumed_shard_continues_exactly_as_if_it_had_never_stopped(
-        run_dir_factory, processes):
-    knobs = dict(optimizer="adam", lr=0.01, beta1=0.8, beta2=0.75, epsilon=1e-8,
-                 lr_schedule="linear", lr_final=0.001, lr_decay_steps=8)
+def test_a_resumed_shard_continues_exactly_as_if_it_had_never_stopped(run_dir_factory, processes):
+    knobs = dict(
+        optimizer="adam",
+        lr=0.01,
+        beta1=0.8,
+        beta2=0.75,
+        epsilon=1e-8,
+        lr_schedule="linear",
+        lr_final=0.001,
+        lr_decay_steps=8,
+    )
     run_dir = run_dir_factory(save_every=3, **knobs)
     proc, _ = start_shard(processes, run_dir, name="shard-1")
     client = Client(run_dir)
@@ -63,8 +74,11 @@ def test_a_resumed_shard_continues_exactly_as_if_it_had_never_stopped(
     version = 0
     for i in range(6):
         version = client.push(version, gradients(i))[0].version
-    wait_for(lambda: checkpoint.list_files(run_dir.checkpoints(0))[0].name
-             == checkpoint.file_name(6), 20, "the checkpoint of version 6")
+    wait_for(
+        lambda: checkpoint.list_files(run_dir.checkpoints(0))[0].name == checkpoint.file_name(6),
+        20,
+        "the checkpoint of version 6",
+    )
     proc.kill()
     client.close()
 

@@ -59,12 +59,19 @@ def test_initialize_refuses_bad_values_and_then_the_first_writer_wins(shard):
         "appears twice": [*tensors.encode_named(good), *tensors.encode_named(good)][:5],
         "must be float32": tensors.encode_named({"fc/bias": np.zeros(8, np.int32)}),
         "NaN or Inf": tensors.encode_named(nan),
-        "needs 32 bytes": [tensor_pb2.NamedTensor(name="fc/bias", tensor=tensor_pb2.Tensor(
-            dtype=tensor_pb2.FLOAT32, shape=[8], data=b"\0" * 5))],
+        "needs 32 bytes": [
+            tensor_pb2.NamedTensor(
+                name="fc/bias",
+                tensor=tensor_pb2.Tensor(dtype=tensor_pb2.FLOAT32, shape=[8], data=b"\0" * 5),
+            )
+        ],
     }
     for expected, parameters in bad_requests.items():
-        error = refused(lambda p=parameters: client.stub.Initialize(
-            pb.InitializeRequest(client_id="learner-0", parameters=p), timeout=30))
+        error = refused(
+            lambda p=parameters: client.stub.Initialize(
+                pb.InitializeRequest(client_id="learner-0", parameters=p), timeout=30
+            )
+        )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, expected
         assert expected in error.details()
     assert not client.status().initialized
@@ -100,12 +107,14 @@ def _bad_pushes():
     unknown = dict(g, **{"head/kernel": np.zeros(3, np.float32)})
 
     def req(grads, version=0, dtype=None, client_id="learner-0"):
-        return pb.PushPullRequest(client_id=client_id, version=version,
-                                  gradients=tensors.encode_named(grads, dtype))
+        return pb.PushPullRequest(
+            client_id=client_id, version=version, gradients=tensors.encode_named(grads, dtype)
+        )
 
     int_grads = req(g)
-    int_grads.gradients[0].tensor.CopyFrom(tensors.encode(np.zeros(SHAPES["conv/kernel"],
-                                                                   np.int32)))
+    int_grads.gradients[0].tensor.CopyFrom(
+        tensors.encode(np.zeros(SHAPES["conv/kernel"], np.int32))
+    )
     return {
         "unknown variable 'head/kernel'": req(unknown),
         "missing gradients for 'conv/bias'": req(missing),
@@ -129,7 +138,11 @@ def test_a_bad_push_is_invalid_argument_and_changes_nothing(shard, expected):
     assert expected in error.details()
     after, params_after = state(client)
     assert (after.version, after.env_frames, after.pushes_applied, after.pushes_dropped) == (
-        before.version, before.env_frames, before.pushes_applied, before.pushes_dropped)
+        before.version,
+        before.env_frames,
+        before.pushes_applied,
+        before.pushes_dropped,
+    )
     for name in SHAPES:
         np.testing.assert_array_equal(params_after[name], params_before[name])
     assert proc.alive()
@@ -160,8 +173,9 @@ def test_pushes_apply_at_once_and_gradients_may_be_narrower(shard):
         assert pushed.outcome == pb.APPLIED and pushed.version == reply.version + 1
         assert pushed.staleness == 0
         assert all(new[n].dtype == np.float32 for n in SHAPES)
-        np.testing.assert_allclose(new["fc/kernel"], params["fc/kernel"] - 0.5 * sent,
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            new["fc/kernel"], params["fc/kernel"] - 0.5 * sent, rtol=1e-6, atol=1e-6
+        )
         reply, params = pushed, new
     assert client.status().env_frames >= 300
 
@@ -195,8 +209,12 @@ def test_health_and_metrics_are_served(shard):
     assert rpc.health_check(client.channel)
     assert rpc.health_check(client.channel, "ba3c.v1.ParameterServer")
     assert metric(run_dir, "ba3c_paramserver_rejected_total") >= 1
-    for name in ("ba3c_paramserver_version", "ba3c_paramserver_pushpull_seconds_count",
-                 "ba3c_paramserver_received_bytes_total", "ba3c_paramserver_live_learners"):
+    for name in (
+        "ba3c_paramserver_version",
+        "ba3c_paramserver_pushpull_seconds_count",
+        "ba3c_paramserver_received_bytes_total",
+        "ba3c_paramserver_live_learners",
+    ):
         metric(run_dir, name)
 
 
@@ -207,7 +225,7 @@ def test_async_staleness_bound_drops_old_pushes(run_dir_factory, processes):
     client.initialize(initial_values())
     client.push(0, gradients(0))
     client.push(1, gradients(1))
-    ok, _ = client.push(1, gradients(2))          # staleness 1: within the bound
+    ok, _ = client.push(1, gradients(2))  # staleness 1: within the bound
     assert ok.outcome == pb.APPLIED and ok.version == 3
     _, before = client.pull()
     dropped, params = client.push(0, gradients(3))  # staleness 3
@@ -231,8 +249,9 @@ def test_a_malformed_push_is_invalid_argument(shard):
 
 def test_a_bad_flag_is_one_line_and_exit_2(run_dir_factory, processes):
     run_dir = run_dir_factory()
-    proc = processes("bad-flag", "paramserver", "--run-dir", str(run_dir.path),
-                     "--replicas_to_aggregate", "0")
+    proc = processes(
+        "bad-flag", "paramserver", "--run-dir", str(run_dir.path), "--replicas_to_aggregate", "0"
+    )
     assert proc.popen.wait(60) == 2
     out = proc.output().strip()
     assert "replicas_to_aggregate must be at least 1" in out

@@ -28,9 +28,11 @@ def replies(proc) -> list[dict]:
 
 
 def test_two_learners_advance_in_lock_step_and_one_dead_learner_costs_one_timeout(
-        run_dir_factory, processes):
-    run_dir = run_dir_factory(use_sync=True, replicas_to_aggregate=2, sync_timeout=2.0,
-                              lease_seconds=60.0)
+    run_dir_factory, processes
+):
+    run_dir = run_dir_factory(
+        use_sync=True, replicas_to_aggregate=2, sync_timeout=2.0, lease_seconds=60.0
+    )
     start_shard(processes, run_dir)
     a = processes("learner-a", *client_command(run_dir, "learner-a", "--initialize"), raw=True)
     b = processes("learner-b", *client_command(run_dir, "learner-b"), raw=True)
@@ -50,8 +52,11 @@ def test_two_learners_advance_in_lock_step_and_one_dead_learner_costs_one_timeou
     b.kill()
     killed_at = time.time()
     version_at_kill = status.status().version
-    wait_for(lambda: status.status().version >= version_at_kill + 30, 60,
-             "the surviving learner to advance 30 versions alone")
+    wait_for(
+        lambda: status.status().version >= version_at_kill + 30,
+        60,
+        "the surviving learner to advance 30 versions alone",
+    )
     after = [r for r in replies(a) if r["t"] > killed_at]
     gaps = np.diff([killed_at] + [r["t"] for r in after])
     assert metric(run_dir, "ba3c_paramserver_round_timeouts_total") == 1
@@ -78,44 +83,55 @@ def test_stale_and_surplus_pushes_are_dropped_but_answered(run_dir_factory, proc
 
 
 def test_sync_round_averages_the_pushes_and_answers_every_caller(run_dir_factory, processes):
-    run_dir = run_dir_factory(use_sync=True, replicas_to_aggregate=3, optimizer="sgd", lr=1.0,
-                              sync_timeout=30.0)
+    run_dir = run_dir_factory(
+        use_sync=True, replicas_to_aggregate=3, optimizer="sgd", lr=1.0, sync_timeout=30.0
+    )
     start_shard(processes, run_dir)
     clients = [Client(run_dir, client_id=f"learner-{i}") for i in range(3)]
     for c in clients:
         c.register()
     clients[0].initialize(initial_values())
-    futures = [c.stub.PushPull.future(pb.PushPullRequest(
-        client_id=c.client_id, version=0, gradients=tensors.encode_named(gradients(i))),
-        timeout=60)
-        for i, c in enumerate(clients)]
+    futures = [
+        c.stub.PushPull.future(
+            pb.PushPullRequest(
+                client_id=c.client_id, version=0, gradients=tensors.encode_named(gradients(i))
+            ),
+            timeout=60,
+        )
+        for i, c in enumerate(clients)
+    ]
     results = [f.result() for f in futures]
     assert {r.version for r in results} == {1}
     assert len({r.parameters[0].tensor.data for r in results}) == 1
     _, params = clients[0].pull()
     mean = {n: np.mean([gradients(i)[n] for i in range(3)], axis=0) for n in SHAPES}
     for n in SHAPES:
-        np.testing.assert_allclose(params[n], initial_values()[n] - mean[n], rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(params[n], initial_values()[n] - mean[n], rtol=1e-5, atol=1e-6)
     assert metric(run_dir, "ba3c_paramserver_round_pushes_sum") == 3
     for c in clients:
         c.close()
 
 
-def test_sigterm_answers_waiting_callers_and_writes_a_final_checkpoint(
-        run_dir_factory, processes):
-    run_dir = run_dir_factory(use_sync=True, replicas_to_aggregate=2, sync_timeout=60.0,
-                              save_every=0)
+def test_sigterm_answers_waiting_callers_and_writes_a_final_checkpoint(run_dir_factory, processes):
+    run_dir = run_dir_factory(
+        use_sync=True, replicas_to_aggregate=2, sync_timeout=60.0, save_every=0
+    )
     proc, _ = start_shard(processes, run_dir)
     client = Client(run_dir)
     client.register()
     Client(run_dir, client_id="learner-1").register()
     client.initialize(initial_values())
-    waiting = client.stub.PushPull.future(pb.PushPullRequest(
-        client_id="learner-0", version=0, gradients=tensors.encode_named(gradients(0))),
-        timeout=60)
-    wait_for(lambda: metric(run_dir, "ba3c_paramserver_round_waiting_pushes") == 1, 10,
-             "the push to wait in its round")
+    waiting = client.stub.PushPull.future(
+        pb.PushPullRequest(
+            client_id="learner-0", version=0, gradients=tensors.encode_named(gradients(0))
+        ),
+        timeout=60,
+    )
+    wait_for(
+        lambda: metric(run_dir, "ba3c_paramserver_round_waiting_pushes") == 1,
+        10,
+        "the push to wait in its round",
+    )
     proc.signal(signal.SIGTERM)
     reply = waiting.result(timeout=20)
     assert reply.version == 1 and reply.outcome == pb.APPLIED

@@ -22,8 +22,14 @@ from ba3c.v1 import tensor_pb2
 TRIED: collections.Counter[str] = collections.Counter()
 
 FLOAT32 = tensor_pb2.FLOAT32
-ITEM_SIZE = {tensor_pb2.FLOAT32: 4, tensor_pb2.BFLOAT16: 2, tensor_pb2.FLOAT16: 2,
-             tensor_pb2.UINT8: 1, tensor_pb2.INT32: 4, tensor_pb2.INT64: 8}
+ITEM_SIZE = {
+    tensor_pb2.FLOAT32: 4,
+    tensor_pb2.BFLOAT16: 2,
+    tensor_pb2.FLOAT16: 2,
+    tensor_pb2.UINT8: 1,
+    tensor_pb2.INT32: 4,
+    tensor_pb2.INT64: 8,
+}
 
 
 @dataclass
@@ -40,11 +46,21 @@ def _tensor(dtype: int, shape, data: bytes) -> tensor_pb2.Tensor:
 
 
 shapes = st.lists(st.integers(0, 12), min_size=0, max_size=4).map(tuple)
-huge_dims = st.lists(st.sampled_from([2**31, 2**40, 2**62, 10**6, 65536]), min_size=1,
-                     max_size=4).map(tuple)
+huge_dims = st.lists(
+    st.sampled_from([2**31, 2**40, 2**62, 10**6, 65536]), min_size=1, max_size=4
+).map(tuple)
 negative_dims = st.lists(st.integers(-(2**62), -1), min_size=1, max_size=3).map(tuple)
-wrong_dtypes = st.sampled_from([tensor_pb2.DTYPE_UNSPECIFIED, tensor_pb2.UINT8,
-                                tensor_pb2.INT32, tensor_pb2.INT64, 7, 99, 2**31 - 1])
+wrong_dtypes = st.sampled_from(
+    [
+        tensor_pb2.DTYPE_UNSPECIFIED,
+        tensor_pb2.UINT8,
+        tensor_pb2.INT32,
+        tensor_pb2.INT64,
+        7,
+        99,
+        2**31 - 1,
+    ]
+)
 bad_floats = st.sampled_from([np.nan, np.inf, -np.inf])
 
 
@@ -55,10 +71,23 @@ def broken_named(draw, good: Mapping[str, np.ndarray], allow_dtypes=(FLOAT32,)) 
     encoded = {n: tensors.encode(good[n]) for n in names}
     victim = draw(st.sampled_from(names))
     shape = tuple(good[victim].shape)
-    kind = draw(st.sampled_from([
-        "shape", "dtype", "short data", "long data", "nonfinite", "unknown name", "missing",
-        "duplicate", "huge shape", "negative dim", "no tensor",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "shape",
+                "dtype",
+                "short data",
+                "long data",
+                "nonfinite",
+                "unknown name",
+                "missing",
+                "duplicate",
+                "huge shape",
+                "negative dim",
+                "no tensor",
+            ]
+        )
+    )
     out = dict(encoded)
     extra: list[tensor_pb2.NamedTensor] = []
     name: str | None = victim
@@ -110,4 +139,4 @@ def broken_named(draw, good: Mapping[str, np.ndarray], allow_dtypes=(FLOAT32,)) 
 @st.composite
 def truncations(draw, encoded: bytes) -> bytes:
     """A strict, non-empty prefix of a serialised message that ends inside it."""
-    return encoded[:draw(st.integers(1, len(encoded) - 1))]
+    return encoded[: draw(st.integers(1, len(encoded) - 1))]

@@ -30,19 +30,23 @@ N = 4
 # shrinking a failure against a live server takes minutes; the failing input is printed as is
 NO_SHRINK = (Phase.explicit, Phase.generate)
 EXAMPLES = 150
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, phases=NO_SHRINK,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 FLOAT32 = tensor_pb2.FLOAT32
 
 
 class Learner:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
-        address = wait_for(lambda: cluster.run_dir.read_address("learner", 0), 180,
-                           "the learner's address")
-        self.channel = rpc.make_channel(address, cluster.run_dir.read_secret(),
-                                        retry_services=())
+        address = wait_for(
+            lambda: cluster.run_dir.read_address("learner", 0), 180, "the learner's address"
+        )
+        self.channel = rpc.make_channel(address, cluster.run_dir.read_secret(), retry_services=())
         rpc.wait_until_serving(self.channel, 180)
         self.stub = learner_pb2_grpc.LearnerStub(self.channel)
         self.raw = self.channel.stream_stream("/ba3c.v1.Learner/Act")
@@ -60,8 +64,9 @@ class Learner:
 @pytest.fixture(scope="module")
 def learner(tmp_path_factory):
     # a batch the few steps of these streams can never fill: no training on junk
-    cluster = Cluster(tmp_path_factory.mktemp("bad-input-learner"), batch_size=4096,
-                      max_message_mb=4)
+    cluster = Cluster(
+        tmp_path_factory.mktemp("bad-input-learner"), batch_size=4096, max_message_mb=4
+    )
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
         cluster.wait_progress(None, 180, "the shard to be initialised")
@@ -71,8 +76,13 @@ def learner(tmp_path_factory):
 
 
 def spec(**overrides) -> pb.PoolSpec:
-    fields = dict(env_id="CartPole-v1", num_envs=N, observation_shape=[4],
-                  observation_dtype=FLOAT32, num_actions=2)
+    fields = dict(
+        env_id="CartPole-v1",
+        num_envs=N,
+        observation_shape=[4],
+        observation_dtype=FLOAT32,
+        num_actions=2,
+    )
     fields.update(overrides)
     return pb.PoolSpec(**fields)
 
@@ -82,8 +92,13 @@ def observations(n: int = N) -> tensor_pb2.Tensor:
 
 
 def later(n: int = N) -> pb.ActRequest:
-    return pb.ActRequest(pool_id="fuzz", observations=observations(n), rewards=[1.0] * n,
-                         dones=[False] * n, env_frames=n)
+    return pb.ActRequest(
+        pool_id="fuzz",
+        observations=observations(n),
+        rewards=[1.0] * n,
+        dones=[False] * n,
+        env_frames=n,
+    )
 
 
 @st.composite
@@ -98,23 +113,31 @@ def bad_spec(draw) -> tuple[pb.ActRequest, str]:
     elif kind == "shape":
         first.spec.CopyFrom(spec(observation_shape=draw(shapes.filter(lambda s: s != (4,)))))
     elif kind == "dtype":
-        first.spec.CopyFrom(spec(observation_dtype=draw(st.sampled_from(
-            [0, tensor_pb2.UINT8, tensor_pb2.FLOAT16, tensor_pb2.INT64, 99]))))
+        first.spec.CopyFrom(
+            spec(
+                observation_dtype=draw(
+                    st.sampled_from([0, tensor_pb2.UINT8, tensor_pb2.FLOAT16, tensor_pb2.INT64, 99])
+                )
+            )
+        )
     else:
-        first.spec.CopyFrom(spec(num_actions=draw(st.integers(-5, 10**6).filter(
-            lambda a: a != 2))))
+        first.spec.CopyFrom(spec(num_actions=draw(st.integers(-5, 10**6).filter(lambda a: a != 2))))
     return first, "spec"
 
 
 @st.composite
 def bad_observations(draw) -> tuple[tensor_pb2.Tensor, str]:
-    kind = draw(st.sampled_from(["shape", "dtype", "short", "long", "huge", "negative",
-                                 "nonfinite", "unset"]))
+    kind = draw(
+        st.sampled_from(
+            ["shape", "dtype", "short", "long", "huge", "negative", "nonfinite", "unset"]
+        )
+    )
     good = observations()
     if kind == "shape":
         new = draw(shapes.filter(lambda s: s != (N, 4)))
-        return tensor_pb2.Tensor(dtype=FLOAT32, shape=new,
-                                 data=b"\0" * (4 * int(np.prod(new, dtype=np.int64)))), kind
+        return tensor_pb2.Tensor(
+            dtype=FLOAT32, shape=new, data=b"\0" * (4 * int(np.prod(new, dtype=np.int64)))
+        ), kind
     if kind == "dtype":
         dtype = draw(st.sampled_from([0, tensor_pb2.UINT8, tensor_pb2.INT32, 99]))
         return tensor_pb2.Tensor(dtype=dtype, shape=[N, 4], data=b"\1" * 64), kind
@@ -122,8 +145,9 @@ def bad_observations(draw) -> tuple[tensor_pb2.Tensor, str]:
         cut = draw(st.integers(0, len(good.data) - 1))
         return tensor_pb2.Tensor(dtype=FLOAT32, shape=[N, 4], data=good.data[:cut]), kind
     if kind == "long":
-        return tensor_pb2.Tensor(dtype=FLOAT32, shape=[N, 4],
-                                 data=good.data + draw(st.binary(min_size=1, max_size=32))), kind
+        return tensor_pb2.Tensor(
+            dtype=FLOAT32, shape=[N, 4], data=good.data + draw(st.binary(min_size=1, max_size=32))
+        ), kind
     if kind == "huge":
         return tensor_pb2.Tensor(dtype=FLOAT32, shape=draw(huge_dims), data=b"\0" * 16), kind
     if kind == "negative":
@@ -138,8 +162,18 @@ def bad_observations(draw) -> tuple[tensor_pb2.Tensor, str]:
 
 @st.composite
 def bad_later_step(draw) -> tuple[pb.ActRequest, str]:
-    kind = draw(st.sampled_from(["observations", "rewards count", "dones count",
-                                 "nonfinite reward", "episode index", "env_frames"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "observations",
+                "rewards count",
+                "dones count",
+                "nonfinite reward",
+                "episode index",
+                "env_frames",
+            ]
+        )
+    )
     step = later()
     if kind == "observations":
         tensor, _ = draw(bad_observations())
@@ -191,8 +225,11 @@ def test_a_malformed_stream_is_refused_and_nothing_is_trained(learner, data):
     else:
         good_steps = data.draw(st.integers(0, 3))
         bad, field = data.draw(bad_later_step())
-        requests = [pb.ActRequest(pool_id="fuzz", spec=spec(), observations=observations()),
-                    *[later() for _ in range(good_steps)], bad]
+        requests = [
+            pb.ActRequest(pool_id="fuzz", spec=spec(), observations=observations()),
+            *[later() for _ in range(good_steps)],
+            bad,
+        ]
     TRIED["learner Act"] += 1
     error = run_stream(learner, requests)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
@@ -200,15 +237,23 @@ def test_a_malformed_stream_is_refused_and_nothing_is_trained(learner, data):
     learner.assert_healthy()
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_truncated_or_random_bytes_end_the_stream(learner, data):
     good = pb.ActRequest(pool_id="fuzz", spec=spec(), observations=observations())
     encoded = good.SerializeToString()
-    body = data.draw(st.one_of(
-        st.integers(1, len(encoded) - 1).map(lambda k: encoded[:k]),
-        st.binary(min_size=1, max_size=200)))
+    body = data.draw(
+        st.one_of(
+            st.integers(1, len(encoded) - 1).map(lambda k: encoded[:k]),
+            st.binary(min_size=1, max_size=200),
+        )
+    )
     TRIED["learner Act bytes"] += 1
     replies = learner.raw(iter([body]), timeout=30)
     try:
@@ -222,8 +267,13 @@ def test_truncated_or_random_bytes_end_the_stream(learner, data):
     learner.assert_healthy()
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(steps=st.integers(0, 4))
 def test_a_stream_that_stops_mid_way_is_let_go(learner, steps):
     TRIED["learner Act stopped mid-way"] += 1
@@ -239,11 +289,20 @@ def test_a_stream_that_stops_mid_way_is_let_go(learner, steps):
 
 
 def test_after_all_that_the_learner_serves_a_good_pool_and_trained_nothing(learner):
-    wait_for(lambda: learner.cluster.metrics("learner-0").get(
-        "ba3c_learner_pools_connected") == 0, 30, "every fuzzed stream to be let go")
-    replies = learner.stub.Act(iter([
-        pb.ActRequest(pool_id="good", spec=spec(), observations=observations()),
-        *[later() for _ in range(3)]]), timeout=30)
+    wait_for(
+        lambda: learner.cluster.metrics("learner-0").get("ba3c_learner_pools_connected") == 0,
+        30,
+        "every fuzzed stream to be let go",
+    )
+    replies = learner.stub.Act(
+        iter(
+            [
+                pb.ActRequest(pool_id="good", spec=spec(), observations=observations()),
+                *[later() for _ in range(3)],
+            ]
+        ),
+        timeout=30,
+    )
     answers = list(replies)
     assert len(answers) == 4 and all(len(a.actions) == N for a in answers)
     assert all(0 <= x < 2 for a in answers for x in a.actions)
@@ -252,12 +311,10 @@ def test_after_all_that_the_learner_serves_a_good_pool_and_trained_nothing(learn
 
 
 @pytest.mark.parametrize("num_envs", [2**31 - 1, 50_000_000])
-def test_an_absurd_number_of_environments_is_refused_before_any_memory_is_taken(
-        learner, num_envs):
+def test_an_absurd_number_of_environments_is_refused_before_any_memory_is_taken(learner, num_envs):
     TRIED["learner Act"] += 1
     rss = learner.cluster.rss_mb("learner-0")
-    first = pb.ActRequest(pool_id="fuzz", spec=spec(num_envs=num_envs),
-                          observations=observations())
+    first = pb.ActRequest(pool_id="fuzz", spec=spec(num_envs=num_envs), observations=observations())
     error = run_stream(learner, [first])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
     assert "num_envs" in error.details()

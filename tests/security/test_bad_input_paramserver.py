@@ -24,12 +24,23 @@ from tests.support import make_run_dir
 # shrinking a failure against a live server takes minutes; the failing input is printed as is
 NO_SHRINK = (Phase.explicit, Phase.generate)
 EXAMPLES = 250
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, phases=NO_SHRINK,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-GRAD_DTYPES = (tensors.dtype_from_name("float32"), tensors.dtype_from_name("bfloat16"),
-               tensors.dtype_from_name("float16"))
+GRAD_DTYPES = (
+    tensors.dtype_from_name("float32"),
+    tensors.dtype_from_name("bfloat16"),
+    tensors.dtype_from_name("float16"),
+)
 
 
 class Shard:
@@ -43,15 +54,24 @@ class Shard:
         self.client.push(0, gradients(0))  # version 1, with optimizer state
         self.before = self.fingerprint()
         channel = self.client.channel
-        self.raw = {m: channel.unary_unary(f"/ba3c.v1.ParameterServer/{m}")
-                    for m in ("PushPull", "Initialize", "Pull", "Register")}
+        self.raw = {
+            m: channel.unary_unary(f"/ba3c.v1.ParameterServer/{m}")
+            for m in ("PushPull", "Initialize", "Pull", "Register")
+        }
 
     def fingerprint(self) -> tuple:
         status = self.client.status()
         _, params = self.client.pull()
-        return ((status.version, status.env_frames, status.pushes_applied,
-                 status.pushes_dropped, status.initialized),
-                {n: a.tobytes() for n, a in params.items()})
+        return (
+            (
+                status.version,
+                status.env_frames,
+                status.pushes_applied,
+                status.pushes_dropped,
+                status.initialized,
+            ),
+            {n: a.tobytes() for n, a in params.items()},
+        )
 
     def assert_unchanged(self) -> None:
         assert rpc.health_check(self.client.channel), "the shard stopped serving"
@@ -87,8 +107,9 @@ def test_a_malformed_push_is_refused_and_changes_nothing(shard, data):
     broken = data.draw(broken_named(gradients(1), allow_dtypes=GRAD_DTYPES))
     TRIED["paramserver PushPull"] += 1
     version = shard.before[0][0]
-    request = pb.PushPullRequest(client_id="learner-0", version=version, env_frames=100,
-                                 samples=32, gradients=broken.tensors)
+    request = pb.PushPullRequest(
+        client_id="learner-0", version=version, env_frames=100, samples=32, gradients=broken.tensors
+    )
     error = refused(lambda: shard.client.stub.PushPull(request, timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, broken.kind
     if broken.name:
@@ -100,8 +121,11 @@ def test_a_malformed_push_is_refused_and_changes_nothing(shard, data):
 @given(ahead=st.integers(1, 2**62), client_id=st.sampled_from(["learner-0", "learner-9"]))
 def test_a_push_from_the_future_is_refused_and_changes_nothing(shard, ahead, client_id):
     TRIED["paramserver PushPull"] += 1
-    request = pb.PushPullRequest(client_id=client_id, version=shard.before[0][0] + ahead,
-                                 gradients=tensors.encode_named(gradients(2)))
+    request = pb.PushPullRequest(
+        client_id=client_id,
+        version=shard.before[0][0] + ahead,
+        gradients=tensors.encode_named(gradients(2)),
+    )
     error = refused(lambda: shard.client.stub.PushPull(request, timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "version" in error.details()
@@ -128,10 +152,12 @@ def test_malformed_initial_values_change_nothing(shard, data):
 def test_truncated_or_random_bytes_are_refused(shard, data):
     method = data.draw(st.sampled_from(["PushPull", "Initialize", "Pull", "Register"]))
     good = {
-        "PushPull": pb.PushPullRequest(client_id="learner-0", version=1,
-                                       gradients=tensors.encode_named(gradients(3))),
-        "Initialize": pb.InitializeRequest(client_id="learner-1",
-                                           parameters=tensors.encode_named(initial_values(6))),
+        "PushPull": pb.PushPullRequest(
+            client_id="learner-0", version=1, gradients=tensors.encode_named(gradients(3))
+        ),
+        "Initialize": pb.InitializeRequest(
+            client_id="learner-1", parameters=tensors.encode_named(initial_values(6))
+        ),
         "Pull": pb.PullRequest(client_id="evaluator-0", have_version=-1),
         "Register": pb.RegisterRequest(client_id="learner-7", role=pb.LEARNER),
     }[method].SerializeToString()
@@ -150,15 +176,25 @@ def test_truncated_or_random_bytes_are_refused(shard, data):
     shard.assert_unchanged()
 
 
-@settings(max_examples=10, deadline=None, derandomize=True, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(megabytes=st.floats(1.01, 4.0))
 def test_a_message_over_the_limit_is_resource_exhausted(shard, megabytes):
     TRIED["paramserver oversized"] += 1
     size = int(megabytes * (1 << 20)) // 4
-    request = pb.PushPullRequest(client_id="learner-0", version=1, gradients=[
-        *tensors.encode_named(gradients(4)),
-        *tensors.encode_named({"padding": np.zeros(size, np.float32)})])
+    request = pb.PushPullRequest(
+        client_id="learner-0",
+        version=1,
+        gradients=[
+            *tensors.encode_named(gradients(4)),
+            *tensors.encode_named({"padding": np.zeros(size, np.float32)}),
+        ],
+    )
     error = refused(lambda: shard.client.stub.PushPull(request, timeout=30))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     shard.assert_unchanged()

@@ -25,8 +25,13 @@ QUEUE = 512
 
 
 def spec() -> pb.PoolSpec:
-    return pb.PoolSpec(env_id="CartPole-v1", num_envs=ENVS, observation_shape=[4],
-                       observation_dtype=tensors.dtype_from_name("float32"), num_actions=2)
+    return pb.PoolSpec(
+        env_id="CartPole-v1",
+        num_envs=ENVS,
+        observation_shape=[4],
+        observation_dtype=tensors.dtype_from_name("float32"),
+        num_actions=2,
+    )
 
 
 class FloodPool(threading.Thread):
@@ -45,8 +50,9 @@ class FloodPool(threading.Thread):
             return pb.ActRequest(pool_id=f"flood-{self.index}", spec=spec(), observations=self.obs)
         # every env ends an episode every few steps, so transitions pile up fast
         dones = [(t + i) % 3 == 0 for i in range(ENVS)]
-        return pb.ActRequest(observations=self.obs, rewards=[1.0] * ENVS, dones=dones,
-                             env_frames=ENVS)
+        return pb.ActRequest(
+            observations=self.obs, rewards=[1.0] * ENVS, dones=dones, env_frames=ENVS
+        )
 
     def run(self):
         requests: queue.Queue = queue.Queue()
@@ -68,8 +74,9 @@ def learner(tmp_path_factory):
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
         cluster.wait_progress(None, 180, "the shard to be initialised")
-        address = wait_for(lambda: cluster.run_dir.read_address("learner", 0), 180,
-                           "the learner's address")
+        address = wait_for(
+            lambda: cluster.run_dir.read_address("learner", 0), 180, "the learner's address"
+        )
         channel = rpc.make_channel(address, cluster.run_dir.read_secret(), retry_services=())
         rpc.wait_until_serving(channel, 180)
         yield cluster, channel
@@ -109,14 +116,19 @@ def test_a_flood_of_pools_is_capped_and_memory_stays_bounded(learner):
     served = [p for p in flood if p.steps > 0]
     peak = max(samples)
     third = max(1, len(samples) // 3)
-    print(f"flood: {POOLS} pools x {ENVS} envs for {FLOOD_SECONDS:.0f} s; served "
-          f"{len(served)}, refused {len(refused)}; learner RSS baseline {baseline:.0f} MiB, "
-          f"peak {peak:.0f} MiB, first third max {max(samples[:third]):.0f}, last third max "
-          f"{max(samples[-third:]):.0f}; queue depth max {max(depth):.0f} of {QUEUE}; "
-          f"pools connected at the end {connected:.0f}")
+    print(
+        f"flood: {POOLS} pools x {ENVS} envs for {FLOOD_SECONDS:.0f} s; served "
+        f"{len(served)}, refused {len(refused)}; learner RSS baseline {baseline:.0f} MiB, "
+        f"peak {peak:.0f} MiB, first third max {max(samples[:third]):.0f}, last third max "
+        f"{max(samples[-third:]):.0f}; queue depth max {max(depth):.0f} of {QUEUE}; "
+        f"pools connected at the end {connected:.0f}"
+    )
     assert refused, "no stream was refused: the learner has no cap on concurrent streams"
-    assert all(p.code in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          grpc.StatusCode.CANCELLED) for p in flood), {p.code for p in flood}
+    assert all(
+        p.code
+        in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
+        for p in flood
+    ), {p.code for p in flood}
     assert len(served) + 4 <= 64
     assert max(depth) <= QUEUE
     assert peak < baseline + 400, f"RSS grew from {baseline:.0f} to {peak:.0f} MiB"
@@ -124,6 +136,9 @@ def test_a_flood_of_pools_is_capped_and_memory_stays_bounded(learner):
 
     # the flood is over: the learner is healthy, lets every stream go and trains on
     assert rpc.health_check(channel, timeout=10)
-    wait_for(lambda: cluster.metrics("learner-0").get("ba3c_learner_pools_connected") == 0,
-             60, "every flood stream to be let go")
+    wait_for(
+        lambda: cluster.metrics("learner-0").get("ba3c_learner_pools_connected") == 0,
+        60,
+        "every flood stream to be let go",
+    )
     assert cluster.progress().version > version_before, "no training during the flood"

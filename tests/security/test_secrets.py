@@ -16,10 +16,35 @@ from ba3c.rundir import RunDir
 from tests.faults.cluster import SETTINGS
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
 
-TRAIN = ["--plain", "--progress-every", "2", "-e", "CartPole-v1", "--model", "mlp",
-         "--batch_size", "32", "--simulator_procs", "8", "--eval_every", "2",
-         "--eval_episodes", "1", "--eval_max_steps", "100", "--save_every", "5",
-         "--pools", "1", "--learners", "1", "--ps", "1", "--minutes", "5"]
+TRAIN = [
+    "--plain",
+    "--progress-every",
+    "2",
+    "-e",
+    "CartPole-v1",
+    "--model",
+    "mlp",
+    "--batch_size",
+    "32",
+    "--simulator_procs",
+    "8",
+    "--eval_every",
+    "2",
+    "--eval_episodes",
+    "1",
+    "--eval_max_steps",
+    "100",
+    "--save_every",
+    "5",
+    "--pools",
+    "1",
+    "--learners",
+    "1",
+    "--ps",
+    "1",
+    "--minutes",
+    "5",
+]
 
 
 def run_pids(run_dir: Path) -> list[int]:
@@ -67,14 +92,24 @@ def loopback(address: str) -> bool:
 def live_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("secrets")
     run_dir = RunDir(tmp / "run")
-    train = Process(ba3c_command("train", "--run-dir", str(run_dir.path), *TRAIN),
-                    tmp / "train.out")
+    train = Process(
+        ba3c_command("train", "--run-dir", str(run_dir.path), *TRAIN), tmp / "train.out"
+    )
     try:
         roles = ("paramserver-0", "learner-0", "simulator-0", "evaluator-0")
-        wait_for(lambda: all(run_dir.target_path(*r.rsplit("-", 1)).exists() for r in roles)
-                 and run_dir.read_address("learner", 0), 240, "every process to publish")
-        wait_for(lambda: "learner" in train.output() and "version" in train.output(), 120,
-                 "a progress line")
+        wait_for(
+            lambda: (
+                all(run_dir.target_path(*r.rsplit("-", 1)).exists() for r in roles)
+                and run_dir.read_address("learner", 0)
+            ),
+            240,
+            "every process to publish",
+        )
+        wait_for(
+            lambda: "learner" in train.output() and "version" in train.output(),
+            120,
+            "a progress line",
+        )
         yield run_dir, train
     finally:
         train.stop(60)
@@ -111,8 +146,7 @@ def test_the_token_is_in_no_metrics_endpoint(live_run):
 
 def test_servers_and_metrics_listen_on_loopback_only(live_run):
     run_dir, _ = live_run
-    published = [*run_dir.addresses("paramserver").values(),
-                 *run_dir.addresses("learner").values()]
+    published = [*run_dir.addresses("paramserver").values(), *run_dir.addresses("learner").values()]
     for target in run_dir.sub("targets").glob("*.json"):
         published.append(target.read_text().split('"targets": [')[1].split('"')[1])
     assert len(published) >= 6
@@ -128,8 +162,11 @@ def test_the_token_is_in_no_log_or_output_after_the_run(live_run):
     run_dir, train = live_run
     train.stop(60)
     token = run_dir.read_secret()
-    files = [p for p in run_dir.path.rglob("*") if p.is_file() and p != run_dir.secret_path
-             and p.suffix not in (".ckpt",)]
+    files = [
+        p
+        for p in run_dir.path.rglob("*")
+        if p.is_file() and p != run_dir.secret_path and p.suffix not in (".ckpt",)
+    ]
     logs = [p for p in files if p.parent.name == "logs"]
     assert len(logs) >= 4
     for path in files:
@@ -162,8 +199,7 @@ def test_a_secret_others_can_read_stops_the_service_with_one_line(tmp_path, role
 def test_a_missing_secret_stops_the_service_with_one_line(tmp_path):
     run_dir = make_run_dir(tmp_path / "run", **SETTINGS)
     run_dir.secret_path.unlink()
-    proc = Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)),
-                   tmp_path / "out")
+    proc = Process(ba3c_command("paramserver", "--run-dir", str(run_dir.path)), tmp_path / "out")
     try:
         assert proc.popen.wait(120) == 2
     finally:

@@ -21,7 +21,8 @@ from tests.support import ROOT, ba3c_command, make_run_dir
 
 def status(channel: grpc.Channel) -> pb.StatusResponse:
     return pb_grpc.ParameterServerStub(channel).Status(
-        pb.StatusRequest(), timeout=5, wait_for_ready=False)
+        pb.StatusRequest(), timeout=5, wait_for_ready=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,9 @@ def test_a_client_that_trusts_the_run_ca_completes_a_real_handshake(tls_shard):
         assert status(channel).shard_index == 0
     # the host name in the certificate works as well as the address
     port = address.rsplit(":", 1)[1]
-    with rpc.make_channel(f"localhost:{port}", run_dir.read_secret(),
-                          tls=RunTLS(run_dir)) as channel:
+    with rpc.make_channel(
+        f"localhost:{port}", run_dir.read_secret(), tls=RunTLS(run_dir)
+    ) as channel:
         assert status(channel).shard_index == 0
 
 
@@ -95,12 +97,39 @@ def test_a_world_readable_ca_key_stops_the_service_with_one_line(run_dir_factory
 def test_a_whole_run_trains_over_tls(tmp_path):
     """`ba3c train --tls`: shards, learner, pool, evaluator and the launcher all speak TLS."""
     run_dir = tmp_path / "run"
-    done = subprocess.run(ba3c_command(
-        "train", "--run-dir", str(run_dir), "--tls", "--plain", "-e", "CartPole-v1",
-        "--model", "mlp", "--batch_size", "32", "--simulator_procs", "8", "--eval_every", "1",
-        "--eval_episodes", "1", "--eval_max_steps", "100", "--save_every", "5",
-        "--steps", "20", "--minutes", "4"), cwd=ROOT, capture_output=True, text=True,
-        timeout=360)
+    done = subprocess.run(
+        ba3c_command(
+            "train",
+            "--run-dir",
+            str(run_dir),
+            "--tls",
+            "--plain",
+            "-e",
+            "CartPole-v1",
+            "--model",
+            "mlp",
+            "--batch_size",
+            "32",
+            "--simulator_procs",
+            "8",
+            "--eval_every",
+            "1",
+            "--eval_episodes",
+            "1",
+            "--eval_max_steps",
+            "100",
+            "--save_every",
+            "5",
+            "--steps",
+            "20",
+            "--minutes",
+            "4",
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
     print(done.stdout[-2000:], done.stderr[-2000:])
     assert done.returncode == 0
     assert "reached --steps 20" in done.stdout

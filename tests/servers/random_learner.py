@@ -75,7 +75,8 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
                         stats = self._stats(pool_id)
                         stats.streams += 1
                         stats.spec = {
-                            "env_id": spec.env_id, "num_envs": spec.num_envs,
+                            "env_id": spec.env_id,
+                            "num_envs": spec.num_envs,
                             "observation_shape": list(spec.observation_shape),
                             "observation_dtype": tensors.dtype_name(spec.observation_dtype),
                             "num_actions": spec.num_actions,
@@ -93,7 +94,8 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
             if self.bad_actions_after and count == self.bad_actions_after:
                 n -= 1
             yield learner_pb2.ActResponse(
-                actions=self.rng.integers(0, spec.num_actions, n).tolist(), version=count,
+                actions=self.rng.integers(0, spec.num_actions, n).tolist(),
+                version=count,
             )
 
     @staticmethod
@@ -115,14 +117,16 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
         if request.pool_id != pool_id:
             raise Invalid(f"pool_id: changed from {pool_id!r} to {request.pool_id!r}")
         if len(request.rewards) != n or len(request.dones) != n:
-            raise Invalid(f"rewards/dones: need {n} entries, got {len(request.rewards)}/"
-                          f"{len(request.dones)}")
+            raise Invalid(
+                f"rewards/dones: need {n} entries, got {len(request.rewards)}/{len(request.dones)}"
+            )
         for episode in request.finished_episodes:
             if not 0 <= episode.env_index < n or episode.length < 1 or episode.frames < 1:
                 raise Invalid(f"finished_episodes: bad entry {episode}")
             if not request.dones[episode.env_index]:
-                raise Invalid(f"finished_episodes: env {episode.env_index} finished but its "
-                              "done is false")
+                raise Invalid(
+                    f"finished_episodes: env {episode.env_index} finished but its done is false"
+                )
 
     @staticmethod
     def _check_observations(request, spec):
@@ -155,8 +159,7 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {"time": time.time(),
-                    "pools": {k: v.to_json() for k, v in self.pools.items()}}
+            return {"time": time.time(), "pools": {k: v.to_json() for k, v in self.pools.items()}}
 
 
 def stats_path(run_dir: RunDir, index: int):

@@ -185,7 +185,9 @@ def test_episodes_are_cut_at_max_episode_steps():
         steps = [pool.step(np.zeros(2, np.int32)) for _ in range(25)]
     assert not any(s.dones.any() for s in steps[:-1])
     assert [(f.env_index, f.length, f.frames) for f in steps[-1].finished] == [
-        (0, 25, 100), (1, 25, 100)]
+        (0, 25, 100),
+        (1, 25, 100),
+    ]
     env = envs.make_eval_env(cfg, seed=0)
     env.reset()
     dones = [env.step(0)[2] for _ in range(25)]
@@ -195,8 +197,7 @@ def test_episodes_are_cut_at_max_episode_steps():
 
 def test_cartpole_pool_gives_float_vectors_and_scores_episodes():
     cfg = config("CartPole-v1")
-    assert envs.describe(cfg) == envs.EnvSpec("CartPole-v1", (4,), np.dtype(np.float32), 2,
-                                              False)
+    assert envs.describe(cfg) == envs.EnvSpec("CartPole-v1", (4,), np.dtype(np.float32), 2, False)
     rng = np.random.default_rng(0)
     with envs.make_pool(cfg, 5, seed=0) as pool:
         assert pool.reset().dtype == np.float32
@@ -217,12 +218,15 @@ def test_cartpole_keeps_its_own_shorter_step_limit():
     env.close()
 
 
-@pytest.mark.parametrize("env_id, problem", [
-    ("Foo-v0", "unknown environment id 'Foo-v0'"),
-    ("ALE/Breakot-v5", "Did you mean: `Breakout`"),
-    ("Pendulum-v1", "discrete actions"),
-    ("FrozenLake-v1", "1-D Box"),
-])
+@pytest.mark.parametrize(
+    "env_id, problem",
+    [
+        ("Foo-v0", "unknown environment id 'Foo-v0'"),
+        ("ALE/Breakot-v5", "Did you mean: `Breakout`"),
+        ("Pendulum-v1", "discrete actions"),
+        ("FrozenLake-v1", "1-D Box"),
+    ],
+)
 def test_unusable_ids_are_one_line_errors_that_say_how_to_list_valid_ids(env_id, problem):
     with pytest.raises(envs.EnvError) as info:
         envs.make_pool(config(env_id), 2, seed=0)
@@ -235,12 +239,17 @@ def test_both_id_styles_name_the_same_game_with_their_own_sticky_actions():
     assert envs._atari(config("ALE/Breakout-v5")) == envs._Atari("breakout", 0.25)
     assert envs._atari(config("BreakoutNoFrameskip-v4")) == envs._Atari("breakout", 0.0)
     assert envs._atari(config("ALE/Breakout-v5", sticky_actions=0.0)) == envs._Atari(
-        "breakout", 0.0)
+        "breakout", 0.0
+    )
     assert envs._atari(config("CartPole-v1")) is None
 
 
-BAD_ACTIONS = [(np.zeros(2, int), "shape"), (np.array([0, 1, 2]), r"\[0, 2\)"),
-               (np.array([-1, 0, 0]), r"\[0, 2\)"), (np.zeros(3), "integers")]
+BAD_ACTIONS = [
+    (np.zeros(2, int), "shape"),
+    (np.array([0, 1, 2]), r"\[0, 2\)"),
+    (np.array([-1, 0, 0]), r"\[0, 2\)"),
+    (np.zeros(3), "integers"),
+]
 
 
 def first_games(bad_calls) -> list[tuple[int, int]]:

@@ -22,8 +22,17 @@ def start_learner(processes, run_dir, index=0, *extra, name="learner"):
     run_dir.remove_address("learner", index)
     stats = run_dir.path / f"random_learner-{index}.json"
     stats.unlink(missing_ok=True)
-    p = processes(name, sys.executable, "-m", "tests.servers.random_learner", str(run_dir.path),
-                  "--index", str(index), *extra, raw=True)
+    p = processes(
+        name,
+        sys.executable,
+        "-m",
+        "tests.servers.random_learner",
+        str(run_dir.path),
+        "--index",
+        str(index),
+        *extra,
+        raw=True,
+    )
     wait_for(lambda: run_dir.read_address("learner", index), START, "the learner's address")
     return p
 
@@ -38,11 +47,13 @@ def learner_stats(run_dir, index=0) -> dict:
 
 def pool_seen(run_dir, pool_id, requests, index=0, streams=1):
     """The learner's record of `pool_id` once it has `requests` and `streams`."""
+
     def ready():
         pool = learner_stats(run_dir, index).get(pool_id)
         if pool and pool["requests"] >= requests and pool["streams"] >= streams:
             return pool
         return None
+
     return wait_for(ready, START, f"{requests} requests from {pool_id} in {streams} stream(s)")
 
 
@@ -53,22 +64,32 @@ def metrics_text(run_dir, name="simulator-0") -> str:
 
 
 def metric(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, processes):
     run_dir = run_dir_factory(simulator_procs=4)
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
-    wait_for(lambda: (run_dir.path / "targets" / "simulator-0.json").exists(), START,
-             "the simulator to start")
+    wait_for(
+        lambda: (run_dir.path / "targets" / "simulator-0.json").exists(),
+        START,
+        "the simulator to start",
+    )
     assert sim.alive()
     start_learner(processes, run_dir)
     pool = pool_seen(run_dir, "simulator-0", requests=300)
     assert pool["errors"] == []
-    assert pool["spec"] == {"env_id": "ALE/Breakout-v5", "num_envs": 4,
-                            "observation_shape": [84, 84, 4], "observation_dtype": "uint8",
-                            "num_actions": 4}
+    assert pool["spec"] == {
+        "env_id": "ALE/Breakout-v5",
+        "num_envs": 4,
+        "observation_shape": [84, 84, 4],
+        "observation_dtype": "uint8",
+        "num_actions": 4,
+    }
     assert pool["obs_min"] == 0 and pool["obs_max"] > 0  # real screens, not blank frames
     assert pool["env_frames"] == 4 * pool["agent_steps"]  # frame skip 4
     # episodic life: every lost life is a done, so dones outnumber finished games
@@ -80,7 +101,8 @@ def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, proce
     text = metrics_text(run_dir)
     assert metric(text, "ba3c_sim_agent_steps_total") >= 4 * 300
     assert metric(text, "ba3c_sim_env_frames_total") == 4 * metric(
-        text, "ba3c_sim_agent_steps_total")
+        text, "ba3c_sim_agent_steps_total"
+    )
     assert metric(text, "ba3c_sim_wait_seconds_count") >= 300
     assert metric(text, "ba3c_sim_step_seconds_sum") > 0
     assert metric(text, "ba3c_sim_connected") == 1
@@ -95,8 +117,13 @@ def test_pool_streams_cartpole_vectors(run_dir_factory, processes):
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     pool = pool_seen(run_dir, "simulator-0", requests=200)
     assert pool["errors"] == []
-    assert pool["spec"] == {"env_id": "CartPole-v1", "num_envs": 3, "observation_shape": [4],
-                            "observation_dtype": "float32", "num_actions": 2}
+    assert pool["spec"] == {
+        "env_id": "CartPole-v1",
+        "num_envs": 3,
+        "observation_shape": [4],
+        "observation_dtype": "float32",
+        "num_actions": 2,
+    }
     assert pool["episodes"] >= 3
     assert pool["returns"] == [float(n) for n in pool["lengths"]]  # 1 point per step
     assert pool["env_frames"] == pool["agent_steps"]
@@ -109,6 +136,7 @@ def test_pool_survives_its_learner_restarting(run_dir_factory, processes):
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     pool_seen(run_dir, "simulator-0", requests=50)
     first.kill()  # no goodbye; its address file stays behind, pointing at a dead port
+
     # the pool keeps retrying while no learner is there
     def retried():
         text = metrics_text(run_dir)
@@ -149,8 +177,9 @@ def test_pool_i_dials_learner_i_mod_learners(run_dir_factory, processes):
 
 def test_a_bad_env_id_fails_at_start_with_one_line(run_dir_factory, processes):
     run_dir = run_dir_factory()
-    sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path),
-                    "--env", "ALE/Breakot-v5")
+    sim = processes(
+        "simulator", "simulator", "--run-dir", str(run_dir.path), "--env", "ALE/Breakot-v5"
+    )
     assert sim.popen.wait(START) == 2
     output = sim.output()
     errors = [line for line in output.splitlines() if "error" in line.lower()]
@@ -163,8 +192,13 @@ def test_a_bad_env_id_fails_at_start_with_one_line(run_dir_factory, processes):
 
 
 def test_list_envs_names_atari_and_other_ids():
-    out = subprocess.run(ba3c_command("simulator", "--list-envs"), capture_output=True,
-                         text=True, timeout=START, cwd=ROOT)
+    out = subprocess.run(
+        ba3c_command("simulator", "--list-envs"),
+        capture_output=True,
+        text=True,
+        timeout=START,
+        cwd=ROOT,
+    )
     assert out.returncode == 0
     ids = out.stdout.split()
     assert "ALE/Breakout-v5" in ids and "BreakoutNoFrameskip-v4" in ids and "CartPole-v1" in ids
@@ -173,7 +207,10 @@ def test_list_envs_names_atari_and_other_ids():
 def test_sigint_while_waiting_for_a_learner_exits_cleanly(run_dir_factory, processes):
     run_dir = run_dir_factory(env="CartPole-v1", simulator_procs=2)
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
-    wait_for(lambda: "pool ready" in (run_dir.path / "logs" / "simulator-0.log").read_text(),
-             START, "the pool to be ready")
+    wait_for(
+        lambda: "pool ready" in (run_dir.path / "logs" / "simulator-0.log").read_text(),
+        START,
+        "the pool to be ready",
+    )
     sim.signal(signal.SIGINT)
     assert sim.popen.wait(START) == 0

@@ -124,11 +124,16 @@ class Cluster:
     env: dict[str, str]
     daemons: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def run(self, *args: str, check: bool = True, timeout: float = 60,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """Runs a Slurm client command against this cluster."""
         return subprocess.run(
-            list(args), capture_output=True, text=True, check=check, timeout=timeout,
+            list(args),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
             env={**self.env, **(env or {})},
         )
 
@@ -169,8 +174,11 @@ class Cluster:
 
 def _daemon(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        args, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        env=env, start_new_session=True,
+        args,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        env=env,
+        start_new_session=True,
     )
 
 
@@ -192,32 +200,40 @@ def start(tmp: Path) -> Cluster:
     cluster = Cluster(tmp=tmp, conf=conf, env=env)
     try:
         if not munge_works():
-            subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m755", "/run/munge"],
-                           check=True)
+            subprocess.run(
+                ["install", "-d", "-o", "munge", "-g", "munge", "-m755", "/run/munge"], check=True
+            )
             for d in ("/etc/munge", "/var/log/munge", "/var/lib/munge"):
                 if Path(d).is_dir():
                     os.chmod(d, 0o700)
             if not Path("/etc/munge/munge.key").exists():
-                subprocess.run(["runuser", "-u", "munge", "--", "mungekey", "--create"],
-                               check=True)
+                subprocess.run(["runuser", "-u", "munge", "--", "mungekey", "--create"], check=True)
             cluster.daemons["munged"] = _daemon(
                 ["runuser", "-u", "munge", "--", "munged", "--foreground"],
-                tmp / "log" / "munged.out", env,
+                tmp / "log" / "munged.out",
+                env,
             )
             wait_for(munge_works, 30, "munged to answer on " + str(MUNGE_SOCKET), interval=0.2)
         cluster.daemons["slurmctld"] = _daemon(
             ["slurmctld", "-D", "-f", str(conf)], tmp / "log" / "slurmctld.out", env
         )
-        wait_for(lambda: cluster.run("scontrol", "ping", check=False).stdout.count("UP"), 30,
-                 "slurmctld to answer `scontrol ping`", interval=0.2)
+        wait_for(
+            lambda: cluster.run("scontrol", "ping", check=False).stdout.count("UP"),
+            30,
+            "slurmctld to answer `scontrol ping`",
+            interval=0.2,
+        )
         for name in NODES:
             cluster.daemons[name] = _daemon(
                 ["slurmd", "-D", "-N", name, "-f", str(conf)], tmp / "log" / f"{name}.out", env
             )
         wait_for(
-            lambda: sorted(n for n, s in cluster.node_states().items() if s == "idle")
-            == sorted(NODES),
-            60, "all four nodes to be idle in sinfo", interval=0.3,
+            lambda: (
+                sorted(n for n, s in cluster.node_states().items() if s == "idle") == sorted(NODES)
+            ),
+            60,
+            "all four nodes to be idle in sinfo",
+            interval=0.3,
         )
     except BaseException:
         cluster.stop()
@@ -231,6 +247,8 @@ def wait_for_job_end(cluster: Cluster, job_id: str, timeout: float) -> str:
     done = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
     states = wait_for(
         lambda: (s := cluster.job_states(job_id)) and all(x in done for x in s) and s,
-        timeout, f"job {job_id} to end", interval=0.5,
+        timeout,
+        f"job {job_id} to end",
+        interval=0.5,
     )
     return states[0]

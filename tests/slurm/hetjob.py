@@ -39,12 +39,27 @@ class Job:
         return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
 
 
-def submit(slurm: Cluster, out: Path, counts: list[str], env: dict[str, str],
-           args: list[str] = (), wait: bool = True, timeout: float = 400) -> Job:
+def submit(
+    slurm: Cluster,
+    out: Path,
+    counts: list[str],
+    env: dict[str, str],
+    args: list[str] = (),
+    wait: bool = True,
+    timeout: float = 400,
+) -> Job:
     """sbatch [--wait] COUNTS slurm/hetjob.sh ARGS with `env` added to the environment."""
     done = slurm.run(
-        "sbatch", "--parsable", *(["--wait"] if wait else []), f"--output={out}", *counts,
-        str(SCRIPT), *args, env=env, timeout=timeout, check=False,
+        "sbatch",
+        "--parsable",
+        *(["--wait"] if wait else []),
+        f"--output={out}",
+        *counts,
+        str(SCRIPT),
+        *args,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
     job_id = done.stdout.strip().split(";")[0].splitlines()[0] if done.stdout.strip() else ""
     if not job_id:

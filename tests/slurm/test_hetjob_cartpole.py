@@ -11,15 +11,30 @@ from tests.slurm.cluster import wait_for_job_end
 from tests.slurm.hetjob import components, real_ba3c, submit
 from tests.support import wait_for
 
-SMALL_RUN = ["--env", "CartPole-v1", "--no-record_node", "--eval_every", "5",
-             "--eval_episodes", "2", "--simulator_procs", "4", "--batch_size", "32"]
+SMALL_RUN = [
+    "--env",
+    "CartPole-v1",
+    "--no-record_node",
+    "--eval_every",
+    "5",
+    "--eval_episodes",
+    "2",
+    "--simulator_procs",
+    "4",
+    "--batch_size",
+    "32",
+]
 SHARDS = 2
 COUNTS = components(ps=SHARDS, learners=1, pools=1)
 
 
 def env_for(run_dir, minutes: str) -> dict[str, str]:
-    return {"BA3C_BIN": real_ba3c(), "BA3C_CONTAINER": "none", "BA3C_RUN_DIR": str(run_dir),
-            "BA3C_MINUTES": minutes}
+    return {
+        "BA3C_BIN": real_ba3c(),
+        "BA3C_CONTAINER": "none",
+        "BA3C_RUN_DIR": str(run_dir),
+        "BA3C_MINUTES": minutes,
+    }
 
 
 def evaluations(run_dir) -> list[dict]:
@@ -45,8 +60,13 @@ def log_events(run_dir, name: str, event: str) -> list[dict]:
 
 def test_bounded_cartpole_run_trains_checkpoints_evaluates_and_exits_0(slurm, tmp_path):
     run_dir = tmp_path / "run"
-    job = submit(slurm, tmp_path / "job.out", COUNTS, env_for(run_dir, "0.75"),
-                 args=[*SMALL_RUN, "--save_every", "50"])
+    job = submit(
+        slurm,
+        tmp_path / "job.out",
+        COUNTS,
+        env_for(run_dir, "0.75"),
+        args=[*SMALL_RUN, "--save_every", "50"],
+    )
     assert job.returncode == 0, job.output[-6000:]
     assert "BA3C_MINUTES=0.75 reached" in job.output
     for k, ckpt in newest_checkpoints(run_dir).items():
@@ -61,12 +81,18 @@ def test_scancel_leaves_verified_checkpoints_and_a_resubmission_resumes(slurm, t
     run_dir = tmp_path / "run"
     # save_every 0: the only checkpoints are the ones written on SIGTERM.
     args = [*SMALL_RUN, "--save_every", "0"]
-    first = submit(slurm, tmp_path / "first.out", COUNTS, env_for(run_dir, "0"), args=args,
-                   wait=False)
-    wait_for(lambda: any(e["version"] > 0 for e in evaluations(run_dir)), 240,
-             "an evaluation of trained parameters (version > 0)", interval=1)
+    first = submit(
+        slurm, tmp_path / "first.out", COUNTS, env_for(run_dir, "0"), args=args, wait=False
+    )
+    wait_for(
+        lambda: any(e["version"] > 0 for e in evaluations(run_dir)),
+        240,
+        "an evaluation of trained parameters (version > 0)",
+        interval=1,
+    )
     assert not (run_dir / "checkpoints" / "paramserver-0").exists() or not checkpoint.list_files(
-        run_dir / "checkpoints" / "paramserver-0"), "a checkpoint before scancel"
+        run_dir / "checkpoints" / "paramserver-0"
+    ), "a checkpoint before scancel"
     slurm.run("scancel", first.job_id)
     assert wait_for_job_end(slurm, first.job_id, 120).startswith("CANCELLED")
     cancelled = newest_checkpoints(run_dir)
