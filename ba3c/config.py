@@ -48,6 +48,14 @@ class RunConfig:
         "-e",
     )
     seed: int = knob(0, "Base random seed; each process derives its own from it.")
+    init_from: str = knob(
+        "",
+        "Warm start: a new run's first learner sets the shards' initial values from another "
+        "run's parameters (its run directory, checkpoints/ folder, checkpoints/best, or one "
+        "file); optimizer state and version start fresh. Ignored when the shards already "
+        "hold values (a resumed run).",
+        "--init-from",
+    )
     preset: str = knob(
         "none",
         "A named set of knob values applied over the defaults and under everything given "
