@@ -48,6 +48,21 @@ class RunConfig:
         "-e",
     )
     seed: int = knob(0, "Base random seed; each process derives its own from it.")
+    init_from: str = knob(
+        "",
+        "Warm start: a new run's first learner sets the shards' initial values from another "
+        "run's parameters (its run directory, checkpoints/ folder, checkpoints/best, or one "
+        "file); optimizer state and version start fresh. Ignored when the shards already "
+        "hold values (a resumed run).",
+        "--init-from",
+    )
+    preset: str = knob(
+        "none",
+        "A named set of knob values applied over the defaults and under everything given "
+        "explicitly (TOML, environment, flags). seed-best: the seed's best Breakout command, "
+        "knob by knob in ba3c/presets.py; `ba3c config --preset NAME` prints the result.",
+        choices=("none", "seed-best"),
+    )
 
 
 @dataclass
@@ -75,11 +90,27 @@ class EnvConfig:
 class ModelConfig:
     model: str = knob(
         "auto",
-        "Network: nature (Nature-DQN CNN), tensorpack (the seed's CNN), mlp (vector "
-        "observations), or auto (nature for images, mlp otherwise).",
-        choices=("auto", "nature", "tensorpack", "mlp"),
+        "Network: nature (Nature-DQN CNN), tensorpack (tensorpack's A3C CNN, SAME "
+        "convolutions), seed (the seed's CNN: VALID 5x5 convolutions without biases), mlp "
+        "(vector observations), or auto (nature for images, mlp otherwise).",
+        choices=("auto", "nature", "tensorpack", "seed", "mlp"),
     )
-    fc_neurons: int = knob(512, "Units of the fully connected layer (the seed's --fc_neurons).")
+    fc_neurons: int = knob(
+        512, "Units of the CNNs' fully connected layer (the seed's --fc_neurons)."
+    )
+    conv_init: str = knob(
+        "orthogonal",
+        "Initial convolution kernels: orthogonal (ours, gain sqrt 2), normal (the seed's: "
+        "truncated normal, stddev 0.03), uniform (the seed's: U(-0.05, 0.05)).",
+        choices=("orthogonal", "normal", "uniform"),
+    )
+    fc_init: str = knob(
+        "orthogonal",
+        "Initial fully connected kernels: orthogonal (ours; scaled normal above 64k "
+        "elements), uniform (the seed's: U(+-1.43 sqrt(3 / fan_in))), normal (the seed's: "
+        "truncated normal, stddev 1 / sqrt(fan_in)).",
+        choices=("orthogonal", "uniform", "normal"),
+    )
     fc_splits: int = knob(
         1, "Split the fully connected layer's kernel into this many pieces across shards."
     )
@@ -419,13 +450,25 @@ def load(
     environ: Mapping[str, str] | None = None,
     args: argparse.Namespace | None = None,
 ) -> Config:
-    """Builds the configuration: defaults -> TOML -> environment -> flags, then validates."""
-    cfg = Config()
-    if toml_path is not None:
-        apply_toml(cfg, toml_path)
-    apply_environ(cfg, os.environ if environ is None else environ)
-    if args is not None:
-        apply_flags(cfg, args)
+    """Builds the configuration: defaults -> preset -> TOML -> environment -> flags, then
+    validates. The preset is the one the highest of the other layers names."""
+    environ = os.environ if environ is None else environ
+
+    def layered(cfg: Config) -> Config:
+        if toml_path is not None:
+            apply_toml(cfg, toml_path)
+        apply_environ(cfg, environ)
+        if args is not None:
+            apply_flags(cfg, args)
+        return cfg
+
+    cfg = layered(Config())
+    if cfg.run.preset != "none":
+        from ba3c import presets  # here: presets imports this module
+
+        base = Config()
+        apply_mapping(base, presets.mapping(cfg.run.preset), f"preset {cfg.run.preset}")
+        cfg = layered(base)
     return cfg.validate()
 
 

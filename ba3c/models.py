@@ -2,14 +2,19 @@
 
 Three networks, picked by the `model` knob:
 
-    nature      Nature-DQN CNN: conv 32@8x8/4, 64@4x4/2, 64@3x3/1, fc 512 (images)
-    tensorpack  the seed's CNN: conv 32@5x5, pool, 32@5x5, pool, 64@4x4, pool, 64@3x3,
-                fc `fc_neurons` (images; about 10x slower than nature on a CPU)
+    nature      Nature-DQN CNN: conv 32@8x8/4, 64@4x4/2, 64@3x3/1, fc `fc_neurons` (512)
+    tensorpack  tensorpack's A3C CNN: conv 32@5x5, pool, 32@5x5, pool, 64@4x4, pool,
+                64@3x3 (SAME), fc `fc_neurons` (images; about 10x slower than nature)
+    seed        the seed's CNN (Distributed-BA3C): conv 32@5x5, pool, 32@5x5, pool, 64@5x5,
+                pool, 64@3x3, all VALID and without biases, fc `fc_neurons` (images)
     mlp         two tanh layers of `mlp_hidden` units (vector observations)
     auto        nature for image observations (rank 3), mlp otherwise
 
 Each ends in two heads: policy logits [B, A] and a value [B]. Images arrive as uint8
 [B, H, W, C] and are scaled by 1/255 inside the model; vectors arrive as float32 [B, D].
+
+Initial kernels follow `conv_init` / `fc_init`: orthogonal (ours), or the seed's normal and
+uniform initialisers (see `_seed_kernel`). The heads keep ours in every case.
 
 Variables are plain `tf.Variable`s with stable names ("conv1/kernel", "fc/kernel",
 "policy/bias", ...) in a fixed order, whatever else the process has built, so that
@@ -44,7 +49,21 @@ def _nature_layers(cfg: Config) -> list[tuple[str, str, dict]]:
         ("conv1", "conv", dict(filters=32, size=8, stride=4, padding="VALID")),
         ("conv2", "conv", dict(filters=64, size=4, stride=2, padding="VALID")),
         ("conv3", "conv", dict(filters=64, size=3, stride=1, padding="VALID")),
-        ("fc", "dense", dict(units=512, activation="relu")),
+        ("fc", "dense", dict(units=cfg.model.fc_neurons, activation="relu")),
+    ]
+
+
+def _seed_layers(cfg: Config) -> list[tuple[str, str, dict]]:
+    conv = dict(stride=1, padding="VALID", bias=False)
+    return [
+        ("conv0", "conv", dict(filters=32, size=5, **conv)),
+        ("pool0", "pool", {}),
+        ("conv1", "conv", dict(filters=32, size=5, **conv)),
+        ("pool1", "pool", {}),
+        ("conv2", "conv", dict(filters=64, size=5, **conv)),
+        ("pool2", "pool", {}),
+        ("conv3", "conv", dict(filters=64, size=3, **conv)),
+        ("fc", "dense", dict(units=cfg.model.fc_neurons, activation="relu")),
     ]
 
 
@@ -68,7 +87,12 @@ def _mlp_layers(cfg: Config) -> list[tuple[str, str, dict]]:
     ]
 
 
-_ARCHITECTURES = {"nature": _nature_layers, "tensorpack": _tensorpack_layers, "mlp": _mlp_layers}
+_ARCHITECTURES = {
+    "nature": _nature_layers,
+    "tensorpack": _tensorpack_layers,
+    "seed": _seed_layers,
+    "mlp": _mlp_layers,
+}
 
 
 def resolve_kind(cfg: Config, observation_shape: tuple[int, ...]) -> str:
@@ -76,7 +100,7 @@ def resolve_kind(cfg: Config, observation_shape: tuple[int, ...]) -> str:
     kind = cfg.model.model
     if kind == "auto":
         kind = "nature" if len(observation_shape) == 3 else "mlp"
-    image = kind in ("nature", "tensorpack")
+    image = kind in ("nature", "tensorpack", "seed")
     if image and len(observation_shape) != 3:
         raise ModelError(
             f"model {kind} needs image observations [H, W, C], got shape {list(observation_shape)}"
@@ -108,6 +132,24 @@ def _initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], gain: floa
     return (gain * q[:rows, :cols]).reshape(shape).astype(np.float32)
 
 
+def _seed_kernel(
+    rng: np.random.Generator, shape: tuple[int, ...], init: str, dense: bool
+) -> np.ndarray:
+    """The seed's initialisers (its tensorpack fork's Conv2D and FullyConnected):
+    conv normal = truncated normal, stddev 0.03; conv uniform = U(-0.05, 0.05);
+    fc uniform = TF1's uniform_unit_scaling(factor 1.43) = U(+-1.43 sqrt(3 / fan_in));
+    fc normal = truncated normal, stddev 1 / sqrt(fan_in)."""
+    fan_in = int(np.prod(shape[:-1]))
+    if init == "uniform":
+        limit = 1.43 * np.sqrt(3.0 / fan_in) if dense else 0.05
+        return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+    stddev = 1.0 / np.sqrt(fan_in) if dense else 0.03
+    values = rng.standard_normal(shape, dtype=np.float32)
+    while np.any(outside := np.abs(values) > 2.0):  # truncated at 2 stddev, as TF's
+        values[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+    return values * np.float32(stddev)
+
+
 class PolicyValueModel(tf.Module):
     """observations -> (policy logits [B, A], value [B]); see the module docstring.
 
@@ -123,8 +165,12 @@ class PolicyValueModel(tf.Module):
         observation_dtype: tf.DType,
         num_actions: int,
         seed: int,
+        conv_init: str = "orthogonal",
+        fc_init: str = "orthogonal",
     ):
         super().__init__(name=None)
+        self.conv_init = conv_init
+        self.fc_init = fc_init
         self.kind = kind
         self.layers = layers
         self.observation_shape = tuple(int(d) for d in observation_shape)
@@ -153,8 +199,9 @@ class PolicyValueModel(tf.Module):
             if kind == "conv":
                 h, w, c = shape
                 k = (s["size"], s["size"], c, s["filters"])
-                self._add(f"{name}/kernel", _initial_kernel(rng, k, np.sqrt(2)))
-                self._add(f"{name}/bias", np.zeros(s["filters"], np.float32))
+                self._add(f"{name}/kernel", self._kernel(rng, k, np.sqrt(2), dense=False))
+                if s.get("bias", True):
+                    self._add(f"{name}/bias", np.zeros(s["filters"], np.float32))
                 if s["padding"] == "SAME":
                     h, w = -(-h // s["stride"]), -(-w // s["stride"])
                 else:
@@ -166,10 +213,19 @@ class PolicyValueModel(tf.Module):
             else:
                 units_in = int(np.prod(shape))
                 gain = np.sqrt(2) if s["activation"] == "relu" else 1.0
-                self._add(f"{name}/kernel", _initial_kernel(rng, (units_in, s["units"]), gain))
+                kernel = self._kernel(rng, (units_in, s["units"]), gain, dense=True)
+                self._add(f"{name}/kernel", kernel)
                 self._add(f"{name}/bias", np.zeros(s["units"], np.float32))
                 shape = (s["units"],)
         return int(np.prod(shape))
+
+    def _kernel(
+        self, rng: np.random.Generator, shape: tuple[int, ...], gain: float, dense: bool
+    ) -> np.ndarray:
+        init = self.fc_init if dense else self.conv_init
+        if init == "orthogonal":
+            return _initial_kernel(rng, shape, gain)
+        return _seed_kernel(rng, shape, init, dense)
 
     def _forward(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         v = self.variables_by_name
@@ -179,7 +235,9 @@ class PolicyValueModel(tf.Module):
         for name, kind, s in self.layers:
             if kind == "conv":
                 x = tf.nn.conv2d(x, v[f"{name}/kernel"], s["stride"], s["padding"])
-                x = tf.nn.relu(tf.nn.bias_add(x, v[f"{name}/bias"]))
+                if s.get("bias", True):
+                    x = tf.nn.bias_add(x, v[f"{name}/bias"])
+                x = tf.nn.relu(x)
             elif kind == "pool":
                 x = tf.nn.max_pool2d(x, 2, 2, "VALID")
             else:
@@ -221,7 +279,14 @@ def build_model(
         observation_dtype = "uint8" if len(observation_shape) == 3 else "float32"
     dtype = tf.as_dtype(np.dtype(observation_dtype))
     return PolicyValueModel(
-        kind, _ARCHITECTURES[kind](cfg), observation_shape, dtype, num_actions, cfg.run.seed
+        kind,
+        _ARCHITECTURES[kind](cfg),
+        observation_shape,
+        dtype,
+        num_actions,
+        cfg.run.seed,
+        conv_init=cfg.model.conv_init,
+        fc_init=cfg.model.fc_init,
     )
 
 

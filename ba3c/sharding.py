@@ -105,3 +105,32 @@ class Assignment:
             else:
                 out[name] = np.concatenate([pieces[p.name] for p in parts], axis=0)
         return out
+
+
+def join_by_names(pieces: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{piece name: array} -> {variable: array} from the piece names alone ("NAME" or
+    "NAME#i/n"), whatever shard count and splits wrote them: for reading another run's
+    checkpoints (warm start, the best checkpoint). Missing or extra pieces raise ValueError."""
+    parts: dict[str, dict[int, np.ndarray]] = {}
+    counts: dict[str, int] = {}
+    for name, array in pieces.items():
+        variable, sep, fraction = name.partition("#")
+        i, n = (0, 1)
+        if sep:
+            try:
+                i, n = (int(x) for x in fraction.split("/"))
+            except ValueError:
+                raise ValueError(f"piece name {name!r} is not NAME#i/n") from None
+        if counts.setdefault(variable, n) != n or not 0 <= i < n:
+            raise ValueError(f"piece {name!r} does not fit the other pieces of {variable!r}")
+        parts.setdefault(variable, {})[i] = np.asarray(array)
+    out: dict[str, np.ndarray] = {}
+    for variable, found in parts.items():
+        missing = sorted(set(range(counts[variable])) - set(found))
+        if missing:
+            raise ValueError(
+                f"variable {variable!r}: pieces {missing} of {counts[variable]} missing"
+            )
+        ordered = [found[i] for i in range(counts[variable])]
+        out[variable] = ordered[0] if len(ordered) == 1 else np.concatenate(ordered, axis=0)
+    return out

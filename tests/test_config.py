@@ -43,6 +43,28 @@ def test_each_layer_overrides_the_one_before(tmp_path):
     assert cfg.optim.beta2 == 0.75  # untouched default
 
 
+def test_a_preset_sits_over_the_defaults_and_under_every_explicit_value(tmp_path):
+    cfg = configuration.load(environ={}, args=parse(["--preset", "seed-best"]))
+    assert (cfg.model.model, cfg.model.fc_neurons, cfg.model.fc_splits) == ("seed", 128, 4)
+    assert (cfg.model.fc_init, cfg.model.conv_init) == ("uniform", "normal")
+    assert (cfg.learner.batch_size, cfg.paramserver.ps, cfg.paramserver.use_sync) == (32, 4, True)
+    assert cfg.simulator.simulator_procs == 10 and cfg.evaluator.record_node is True
+    toml = tmp_path / "c.toml"
+    toml.write_text('[run]\npreset = "seed-best"\n[model]\nfc_neurons = 256\n')
+    cfg = configuration.load(toml, environ={"BA3C_PS": "2"}, args=parse(["-b", "64"]))
+    assert cfg.model.model == "seed"  # the preset named in the file applies
+    assert cfg.model.fc_neurons == 256 and cfg.paramserver.ps == 2 and cfg.learner.batch_size == 64
+    # a run's config.toml holds the resolved values: read back, it is the same configuration
+    written = tmp_path / "resolved.toml"
+    written.write_text(configuration.to_toml(cfg))
+    assert configuration.load(written, environ={}) == cfg
+
+
+def test_an_unknown_preset_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match="seed-best"):
+        configuration.load(environ={"BA3C_PRESET": "seed-worst"})
+
+
 def test_seed_flag_names_are_accepted():
     args = parse(
         [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ba3c.sharding import Assignment
+from ba3c.sharding import Assignment, join_by_names
 
 NATURE = [
     ("conv1/kernel", (8, 8, 4, 32)),
@@ -56,3 +56,22 @@ def test_join_names_a_missing_piece():
     del pieces["fc/kernel#1/2"]
     with pytest.raises(KeyError, match="fc/kernel#1/2"):
         a.join(pieces)
+
+
+def test_pieces_join_back_from_their_names_whatever_the_layout():
+    variables = [("fc/kernel", (10, 3)), ("fc/bias", (3,)), ("conv/kernel", (2, 2))]
+    values = {n: np.arange(np.prod(s), dtype=np.float32).reshape(s) for n, s in variables}
+    for shards, splits in ((1, {}), (3, {"fc/kernel": 4}), (2, {"fc/kernel": 2})):
+        layout = Assignment(variables, shards, splits)
+        pieces = {k: v for shard in layout.split(values) for k, v in shard.items()}
+        joined = join_by_names(pieces)
+        assert set(joined) == set(values)
+        for name, value in values.items():
+            np.testing.assert_array_equal(joined[name], value)
+    layout = Assignment(variables, 2, {"fc/kernel": 4})
+    pieces = {k: v for shard in layout.split(values) for k, v in shard.items()}
+    del pieces["fc/kernel#2/4"]
+    with pytest.raises(ValueError, match=r"pieces \[2\] of 4 missing"):
+        join_by_names(pieces)
+    with pytest.raises(ValueError, match="NAME#i/n"):
+        join_by_names({"fc/kernel#x": np.zeros(1)})

@@ -96,6 +96,10 @@ def prepare_run_dir(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         cfg = configuration.load(args.config, args=args)
     except configuration.ConfigError as e:
         parser.exit(EXIT_USAGE, f"ba3c train: error: {e}\n")
+    if cfg.run.init_from and not Path(cfg.run.init_from).expanduser().exists():
+        parser.exit(
+            EXIT_USAGE, f"ba3c train: error: --init-from {cfg.run.init_from}: no such file\n"
+        )
     topology.fit_to_machine(cfg, explicitly_set(args, os.environ))
     if args.run_dir:
         run_dir = RunDir(args.run_dir)

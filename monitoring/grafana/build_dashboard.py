@@ -181,6 +181,16 @@ def panels() -> list[dict]:
                 "at.",
             ),
             timeseries(
+                "Policy lag (learner side)",
+                [
+                    *quantiles("ba3c_learner_policy_lag_versions"),
+                    (f"run:ba3c_learner_policy_lag_seconds:p50_1m{{{RUN}}}", "p50 s {{run}}"),
+                ],
+                description="Per trained transition: parameter versions (and seconds) between "
+                "the policy that chose its action and the parameters it is trained with. Beside "
+                "staleness: lag is what the pools' data costs, staleness what the push costs.",
+            ),
+            timeseries(
                 "PushPull latency (learner side)",
                 [
                     (f"run:ba3c_learner_pushpull_seconds:p50_1m{{{RUN}}}", "p50 {{run}}"),

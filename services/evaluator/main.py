@@ -87,6 +87,7 @@ def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
     from services.evaluator import report
+    from services.evaluator.best import BestKeeper
     from services.evaluator.pulling import ShardReader
     from services.evaluator.tboard import EvalSummaries
 
@@ -104,6 +105,7 @@ def _serve(ctx: service.ServiceContext) -> int:
         ctx.stop,
     )
     summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
+    best = BestKeeper(ctx.run_dir.sub("checkpoints"))
     schedule = Schedule(ev.eval_every, ev.eval_every_versions)
     jsonl = ctx.run_dir.path / "eval.jsonl"
     previous = report.read_jsonl(jsonl)
@@ -142,6 +144,7 @@ def _serve(ctx: service.ServiceContext) -> int:
             )
             report.publish(result, jsonl)
             summaries.write(result)
+            best.offer(result, snapshot.weights)
             evaluations += 1
     finally:
         summaries.close()

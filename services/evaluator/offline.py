@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{PROG}: error: {e}\n")
 
     telemetry.configure_logging(None)  # log lines to stderr; stdout is the result
-    from ba3c import checkpoint, envs, models  # TensorFlow is imported only now
+    from ba3c import checkpoint, envs, models, sharding  # TensorFlow is imported only now
     from services.evaluator.evaluation import Evaluation
 
     try:
@@ -101,9 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (envs.EnvError, models.ModelError) as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
     try:
-        weights = evaluation.assignment().join(pieces)
+        # joined by piece names: any shard layout, and checkpoints/best's whole variables
+        weights = sharding.join_by_names(pieces)
+        missing = sorted(set(evaluation.model.variables_by_name) - set(weights))
+        if missing:
+            raise KeyError(f"no values for {missing}")
         result = evaluation.run(weights, version, env_frames)
-    except (KeyError, models.ModelError) as e:
+    except (KeyError, ValueError, models.ModelError) as e:
         parser.exit(
             2,
             f"{PROG}: error: the checkpoint does not fit the model of this "

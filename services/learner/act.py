@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -206,13 +207,14 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
                 except PredictorStopped:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "learner is stopping")
                 actions = sample_actions(logits, greedy=False, rng=rng)
+                version, acted_at = self.version(), time.monotonic()
                 self.progress.add_frames(request.env_frames, spec.num_envs)
                 self.progress.add_episodes([ep.episode_return for ep in request.finished_episodes])
-                yield pb.ActResponse(actions=actions.tolist(), version=self.version())
+                yield pb.ActResponse(actions=actions.tolist(), version=version)
                 # The memory work happens after answering, while the pool steps.
                 if t > 0:
                     self._queue(memory.record_outcomes(rewards, dones), context)
-                self._queue(memory.add_steps(obs, actions, values), context)
+                self._queue(memory.add_steps(obs, actions, values, version, acted_at), context)
         finally:
             self.progress.pool_left()
             log.info("pool left", pool=pool, reason=reason, steps_lost=memory.open_steps())

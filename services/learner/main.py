@@ -15,7 +15,7 @@ import structlog
 
 from ba3c import envs, models, rpc, service
 from ba3c.v1 import learner_pb2_grpc
-from services.learner import metrics
+from services.learner import metrics, warm_start
 from services.learner.a3c import make_train_step
 from services.learner.act import ActServicer, ModelSpec, Progress
 from services.learner.predictor import Predictor
@@ -68,10 +68,12 @@ def run(ctx: service.ServiceContext) -> int:
     try:
         shards.connect()
         if ctx.index == 0:
+            if cfg.run.init_from:
+                warm_start.load(model, cfg.run.init_from)
             shards.initialize(models.get_weights(model))
             shards.reinitialize = lambda: models.get_weights(model)
         models.set_weights(model, shards.wait_initialized())
-    except ShardMismatch as e:
+    except (ShardMismatch, warm_start.WarmStartError) as e:
         return service.fail(ROLE, str(e))
     except (Stopped, TimeoutError):
         log.info("stopped before the shards were ready")

@@ -10,6 +10,9 @@ produced. Each environment keeps (o, a, V(o), r) for its open segment. A segment
 
 Returns are n-step discounted returns, R_i = r_i + gamma * R_{i+1}, computed backwards from
 the bootstrap value (as tensorpack's A3C does in its "client memory").
+
+Each step also remembers which parameter version chose its action and when, so that the
+trainer can measure the policy lag of what it trains on (versions and seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class Transition:
     observation: np.ndarray
     action: int
     ret: float  # the n-step discounted return from this step
+    version: int = 0  # parameter version of the policy that chose `action`
+    acted_at: float = 0.0  # time.monotonic() when it was chosen
 
 
 @dataclass
@@ -32,6 +37,8 @@ class _Step:
     action: int
     value: float
     reward: float | None = None
+    version: int = 0
+    acted_at: float = 0.0
 
 
 @dataclass
@@ -70,12 +77,22 @@ class PoolMemory:
                 out.extend(self._close(env, bootstrap=0.0, keep_last=False))
         return out
 
-    def add_steps(self, observations: np.ndarray, actions, values) -> list[Transition]:
-        """Adds (o_t, a_t, V(o_t)) per environment; returns the transitions of segments that
-        reached t_max + 1 steps."""
+    def add_steps(
+        self,
+        observations: np.ndarray,
+        actions,
+        values,
+        version: int = 0,
+        acted_at: float = 0.0,
+    ) -> list[Transition]:
+        """Adds (o_t, a_t, V(o_t)) per environment, chosen by parameters `version` at
+        `acted_at`; returns the transitions of segments that reached t_max + 1 steps."""
         out: list[Transition] = []
         for i, env in enumerate(self.envs):
-            env.steps.append(_Step(observations[i], int(actions[i]), float(values[i])))
+            step = _Step(
+                observations[i], int(actions[i]), float(values[i]), None, version, acted_at
+            )
+            env.steps.append(step)
             if len(env.steps) == self.t_max + 1:
                 out.extend(self._close(env, bootstrap=env.steps[-1].value, keep_last=True))
         return out
@@ -85,8 +102,15 @@ class PoolMemory:
         returns = discounted_returns([s.reward for s in closed], bootstrap, self.gamma)
         env.steps = env.steps[-1:] if keep_last else []
         pairs = zip(closed, returns, strict=True)
-        return [Transition(s.observation, s.action, r) for s, r in pairs]
+        return [Transition(s.observation, s.action, r, s.version, s.acted_at) for s, r in pairs]
 
     def open_steps(self) -> int:
         """Steps waiting in unfinished segments (lost if the pool disconnects)."""
         return sum(len(env.steps) for env in self.envs)
+
+
+def policy_lag(batch: list[Transition], version: int, now: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per transition: (versions, seconds) between choosing its action and training on it."""
+    versions = np.fromiter((version - t.version for t in batch), np.int64, len(batch))
+    seconds = np.fromiter((now - t.acted_at for t in batch), np.float64, len(batch))
+    return np.maximum(versions, 0), np.maximum(seconds, 0.0)

@@ -38,6 +38,17 @@ STALENESS = Histogram(
     "Shard versions between computing a gradient and applying it.",
     buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128),
 )
+POLICY_LAG_VERSIONS = Histogram(
+    "ba3c_learner_policy_lag_versions",
+    "Per trained transition: parameter versions between the policy that chose its action "
+    "and the parameters its gradient is computed with.",
+    buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+POLICY_LAG_SECONDS = Histogram(
+    "ba3c_learner_policy_lag_seconds",
+    "Per trained transition: seconds between choosing its action and computing its gradient.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
 VERSION = Gauge(
     "ba3c_learner_parameter_version", "Lowest shard version of the parameters the learner holds."
 )

@@ -26,7 +26,7 @@ from ba3c import models
 from services.learner import metrics
 from services.learner.a3c import StepResult
 from services.learner.act import Progress
-from services.learner.memory import Transition
+from services.learner.memory import Transition, policy_lag
 from services.learner.shards import Shards, Stopped
 
 log = structlog.get_logger()
@@ -47,6 +47,15 @@ def take_batch(
                 return None
     metrics.QUEUE_DEPTH.set(transitions.qsize())
     return batch
+
+
+def record_policy_lag(stats: dict[str, float], versions: np.ndarray, seconds: np.ndarray) -> None:
+    """Into the Prometheus histograms, and the batch means into `stats` (TensorBoard)."""
+    for v, s in zip(versions.tolist(), seconds.tolist(), strict=True):
+        metrics.POLICY_LAG_VERSIONS.observe(v)
+        metrics.POLICY_LAG_SECONDS.observe(s)
+    stats["policy_lag_versions"] = float(versions.mean())
+    stats["policy_lag_seconds"] = float(seconds.mean())
 
 
 def stack(batch: list[Transition]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +119,9 @@ class Trainer:
             batch = take_batch(self.transitions, self.batch_size, self.stop)
             if batch is None:
                 break
+            lag = policy_lag(batch, self.shards.version, time.monotonic())
             result = self.train_step(*stack(batch))
+            record_policy_lag(result.stats, *lag)
             while not self.stop.is_set():
                 try:
                     self._in_flight.put((result, len(batch)), timeout=0.2)

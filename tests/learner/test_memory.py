@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from services.learner.memory import PoolMemory, discounted_returns
+from services.learner.memory import PoolMemory, discounted_returns, policy_lag
 
 
 def test_discounted_returns_by_hand():
@@ -59,3 +59,17 @@ def test_environments_of_a_pool_keep_separate_segments():
     # env 0 reached t_max + 1 steps: returns 1 + 1 + 6 = 8 and 1 + 6 = 7
     assert [c.ret for c in closed] == [8.0, 7.0]
     assert memory.open_steps() == 1 + 2
+
+
+def test_transitions_carry_the_version_and_time_that_chose_their_action():
+    obs = np.zeros((1, 3), np.float32)
+    closed = PoolMemory(num_envs=1, t_max=2, gamma=0.5)
+    closed.add_steps(obs, [0], [0.0], version=7, acted_at=100.0)
+    closed.record_outcomes([1.0], [False])
+    closed.add_steps(obs, [1], [0.0], version=9, acted_at=101.0)
+    transitions = closed.record_outcomes([1.0], [True])
+    assert [(t.version, t.acted_at) for t in transitions] == [(7, 100.0), (9, 101.0)]
+    versions, seconds = policy_lag(transitions, version=12, now=103.5)
+    assert versions.tolist() == [5, 3] and seconds.tolist() == [3.5, 2.5]
+    # a shard that restarted from an older checkpoint: lag is never negative
+    assert policy_lag(transitions, version=0, now=0.0)[0].tolist() == [0, 0]

@@ -144,3 +144,43 @@ def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
     import os
 
     assert models.configure_threads(0) == os.cpu_count()
+
+
+def test_the_seeds_cnn_has_valid_5x5_convolutions_without_biases():
+    model = models.build_model(config(model="seed", fc_neurons=128), IMAGE, 6)
+    shapes = dict(models.variable_names_and_shapes(model))
+    assert [n for n in shapes if n.startswith("conv")] == [
+        "conv0/kernel",
+        "conv1/kernel",
+        "conv2/kernel",
+        "conv3/kernel",
+    ]
+    assert shapes["conv2/kernel"] == (5, 5, 32, 64)
+    # 84 -> conv 80 -> pool 40 -> conv 36 -> pool 18 -> conv 14 -> pool 7 -> conv 5
+    assert shapes["fc/kernel"] == (5 * 5 * 64, 128)
+    logits, values = model(np.zeros((2, *IMAGE), np.uint8))
+    assert logits.shape == (2, 6) and values.shape == (2,)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 322_695
+
+
+def test_fc_neurons_shapes_the_nature_network():
+    model = models.build_model(config(model="nature", fc_neurons=256), IMAGE, 4)
+    shapes = dict(models.variable_names_and_shapes(model))
+    assert shapes["fc/kernel"] == (3136, 256) and shapes["policy/kernel"] == (256, 4)
+
+
+def test_the_seeds_initialisers_have_its_scales():
+    model = models.build_model(
+        config(model="seed", fc_neurons=128, conv_init="normal", fc_init="uniform"), IMAGE, 4
+    )
+    w = models.get_weights(model)
+    conv = w["conv1/kernel"]
+    assert abs(conv.std() - 0.03 * 0.88) < 0.003  # a normal truncated at 2 sd: sd x 0.88
+    assert np.abs(conv).max() <= 0.06 + 1e-6
+    fc = w["fc/kernel"]
+    limit = 1.43 * np.sqrt(3 / 1600)
+    assert np.abs(fc).max() <= limit and np.abs(fc).max() > 0.95 * limit
+    uniform = models.build_model(config(model="seed", conv_init="uniform"), IMAGE, 4)
+    assert np.abs(models.get_weights(uniform)["conv0/kernel"]).max() <= 0.05
+    ours = models.build_model(config(model="seed"), IMAGE, 4)
+    assert not np.allclose(models.get_weights(ours)["conv1/kernel"].std(), conv.std(), rtol=0.2)

@@ -41,9 +41,18 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
         f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
         f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)"
     )
+    values = metrics(run_dir)
+    lagged = values["ba3c_learner_policy_lag_versions_count"]
+    trained = values["ba3c_learner_samples_trained_total"]
+    # one lag per transition, recorded before its gradient is computed: up to three batches
+    # (computing, queued, being pushed) ahead of the trained count
+    assert trained <= lagged <= trained + 4 * CARTPOLE["batch_size"], (lagged, trained)
+    assert values["ba3c_learner_policy_lag_seconds_count"] == lagged
+    mean_lag = values["ba3c_learner_policy_lag_versions_sum"] / lagged
+    assert 0 < mean_lag < 50, f"mean policy lag {mean_lag} versions"
     wait_for(
         lambda: (
-            {"online/return_mean", "train/total", "train/entropy"}
+            {"online/return_mean", "train/total", "train/entropy", "train/policy_lag_versions"}
             <= tensorboard_tags(run_dir.sub("tensorboard") / "learner-0")
         ),
         30,

@@ -87,6 +87,8 @@ def test_every_dashboard_query_and_rule_parses_and_names_a_metric(prometheus):
         "run:ba3c_learner_pushpull_seconds:p50_1m",
         "run:ba3c_learner_pushpull_seconds:p99_1m",
         "run:ba3c_paramserver_staleness_versions:p99_1m",
+        "run:ba3c_learner_policy_lag_versions:p50_1m",
+        "run:ba3c_learner_policy_lag_seconds:p50_1m",
         "BA3CLearnerStoppedPushing",
         "BA3CShardVersionStuck",
         "BA3CNoFrames",
