@@ -6,9 +6,9 @@
 // episode ended is reset at once, so the observation returned for it is the first one
 // of its next episode (gymnasium's SAME_STEP autoreset).
 //
-// Run as a script it replays actions from a given state and prints the trajectory, which
+// Run as a script it replays actions from given states and prints the trajectories, which
 // tests/examples/test_node_pool.py compares with gymnasium's:
-//   echo '{"state": [0.01, 0, -0.02, 0], "actions": [1, 0, 1]}' | node cartpole.js
+//   echo '[{"state": [0.01, 0, -0.02, 0], "actions": [1, 0, 1]}]' | node cartpole.js
 "use strict";
 
 const GRAVITY = 9.8;
@@ -141,17 +141,18 @@ if (require.main === module) {
   let input = "";
   process.stdin.on("data", (chunk) => (input += chunk));
   process.stdin.on("end", () => {
-    const { state, actions } = JSON.parse(input);
-    let current = state;
-    const steps = actions.map((action) => {
-      const result = physics(current, action);
-      current = result.state;
-      return {
-        observation: Array.from(Float32Array.from(current)),
-        reward: 1.0,
-        terminated: result.terminated,
-      };
+    const trajectories = JSON.parse(input).map(({ state, actions }) => {
+      let current = state;
+      return actions.map((action) => {
+        const result = physics(current, action);
+        current = result.state;
+        return {
+          observation: Array.from(Float32Array.from(current)),
+          reward: 1.0,
+          terminated: result.terminated,
+        };
+      });
     });
-    process.stdout.write(JSON.stringify(steps) + "\n");
+    process.stdout.write(JSON.stringify(trajectories) + "\n");
   });
 }

@@ -5,8 +5,8 @@
 // Command line, as slurm/hetjob.sh calls any simulator pool:
 //   node pool.js simulator --run-dir D --index I [--learner J] [ba3c flags...]
 // The pool uses --env/-e, --seed, --simulator_procs, --learners, --max_episode_steps,
-// --clip_rewards, --host, --metrics, --max_message_mb and --tls; every other ba3c flag is
-// accepted and ignored (init-run already wrote it into config.toml).
+// --clip_rewards, --host, --advertise_host, --metrics, --max_message_mb and --tls; every
+// other ba3c flag is accepted and ignored (init-run already wrote it into config.toml).
 "use strict";
 
 const fs = require("fs");
@@ -27,7 +27,13 @@ const BOOLEAN_KNOBS = new Set([
   "metrics",
   "tls",
 ]);
-const SHORT_FLAGS = { "-e": "env", "-o": "optimizer", "-l": "lr", "-g": "replicas_to_aggregate", "-b": "batch_size" };
+const SHORT_FLAGS = {
+  "-e": "env",
+  "-o": "optimizer",
+  "-l": "lr",
+  "-g": "replicas_to_aggregate",
+  "-b": "batch_size",
+};
 
 // The knobs the pool reads: [section, name, type].
 const USED = [
@@ -38,6 +44,7 @@ const USED = [
   ["simulator", "simulator_procs", "int"],
   ["learner", "learners", "int"],
   ["net", "host", "string"],
+  ["net", "advertise_host", "string"],
   ["net", "metrics", "bool"],
   ["net", "max_message_mb", "int"],
   ["net", "tls", "bool"],
@@ -54,7 +61,8 @@ function parseArgs(argv) {
     let value = null;
     if (!arg.startsWith("-")) throw new UsageError(`unexpected argument '${arg}'`);
     if (SHORT_FLAGS[arg]) arg = "--" + SHORT_FLAGS[arg];
-    if (arg.includes("=")) [arg, value] = [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)];
+    if (arg.includes("="))
+      [arg, value] = [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)];
     const name = arg.replace(/^--?/, "").replace(/-/g, "_");
     if (value === null && BOOLEAN_KNOBS.has(name)) {
       out.flags[name] = "true";
@@ -82,7 +90,8 @@ function parseArgs(argv) {
 }
 
 function toInt(raw, what) {
-  if (!/^-?\d+$/.test(String(raw).trim())) throw new UsageError(`${what}: '${raw}' is not an integer`);
+  if (!/^-?\d+$/.test(String(raw).trim()))
+    throw new UsageError(`${what}: '${raw}' is not an integer`);
   return Number.parseInt(raw, 10);
 }
 
@@ -138,12 +147,15 @@ function resolve(args, environ = process.env) {
     simulator_procs: 16,
     learners: 1,
     host: "",
+    advertise_host: "",
     metrics: true,
     max_message_mb: 256,
     tls: false,
   };
   const tomlPath = path.join(runDir, "config.toml");
-  const toml = fs.existsSync(tomlPath) ? parseToml(fs.readFileSync(tomlPath, "utf8"), tomlPath) : {};
+  const toml = fs.existsSync(tomlPath)
+    ? parseToml(fs.readFileSync(tomlPath, "utf8"), tomlPath)
+    : {};
   for (const [section, name, type] of USED) {
     const sources = [
       [toml[section] && toml[section][name], `${tomlPath} [${section}] ${name}`],
@@ -169,11 +181,15 @@ function readSecret(runDir) {
   try {
     st = fs.statSync(file);
   } catch {
-    throw new UsageError(`${file} does not exist; start the run with \`ba3c train\` or \`ba3c init-run\`, which write it`);
+    throw new UsageError(
+      `${file} does not exist; start the run with \`ba3c train\` or ` +
+        "`ba3c init-run`, which write it",
+    );
   }
   if (st.mode & 0o077) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
     throw new UsageError(
-      `${file} is readable by others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}); run \`chmod 600 ${file}\` and start again`,
+      `${file} is readable by others (mode ${mode}); run \`chmod 600 ${file}\` and start again`,
     );
   }
   const token = fs.readFileSync(file, "utf8").trim();

@@ -146,7 +146,9 @@ function observationsTensor(observations, numEnvs) {
 function checkedActions(response, numEnvs) {
   const actions = response.actions;
   if (actions.length !== numEnvs) {
-    throw new ProtocolError(`ActResponse.actions has ${actions.length} entries, expected ${numEnvs}`);
+    throw new ProtocolError(
+      `ActResponse.actions has ${actions.length} entries, expected ${numEnvs}`,
+    );
   }
   for (const a of actions) {
     if (!Number.isInteger(a) || a < 0 || a >= NUM_ACTIONS) {
@@ -172,7 +174,9 @@ class Progress {
     const now = Date.now();
     const elapsed = (now - this.since) / 1000;
     if (elapsed * 1000 < PROGRESS_EVERY_MS) return;
-    const mean = this.returns.length ? this.returns.reduce((a, b) => a + b, 0) / this.returns.length : null;
+    const mean = this.returns.length
+      ? this.returns.reduce((a, b) => a + b, 0) / this.returns.length
+      : null;
     this.log.info("pool progress", {
       pool_id: this.poolId,
       agent_steps_per_s: Math.round((10 * this.steps * this.numEnvs) / elapsed) / 10,
@@ -195,7 +199,11 @@ async function runStream(client, ctx, counter) {
   const responses = call[Symbol.asyncIterator]();
   const unsubscribe = stop.onStop(() => call.cancel());
   const progress = new Progress(log, poolId, pool.numEnvs);
-  let request = { spec, pool_id: poolId, observations: observationsTensor(pool.reset(), pool.numEnvs) };
+  let request = {
+    spec,
+    pool_id: poolId,
+    observations: observationsTensor(pool.reset(), pool.numEnvs),
+  };
   try {
     while (!stop.stopped) {
       const sent = performance.now();
@@ -219,7 +227,9 @@ async function runStream(client, ctx, counter) {
       request = {
         pool_id: poolId,
         observations: observationsTensor(step.observations, pool.numEnvs),
-        rewards: ctx.clipRewards ? step.rewards.map((r) => Math.max(-1, Math.min(1, r))) : step.rewards,
+        rewards: ctx.clipRewards
+          ? step.rewards.map((r) => Math.max(-1, Math.min(1, r)))
+          : step.rewards,
         dones: step.dones,
         finished_episodes: step.finished.map((f) => ({
           env_index: f.envIndex,
@@ -289,7 +299,10 @@ async function streamForever(ctx, learner) {
       if (stop.stopped) return;
       if (e instanceof ProtocolError) {
         reason = "protocol";
-        log.error("learner broke the Act contract", { error: e.message, responses: counter.responses });
+        log.error("learner broke the Act contract", {
+          error: e.message,
+          responses: counter.responses,
+        });
       } else if (e.code !== undefined) {
         reason = grpc.status[e.code].toLowerCase();
         log.warning("stream to learner broke", {
@@ -318,7 +331,17 @@ function fail(message) {
   return 2;
 }
 
+const USAGE = `usage: node pool.js simulator --run-dir D [--index I] [--learner J] [ba3c flags...]
+
+A ba3c simulator pool in Node.js: simulator_procs CartPole-v1 environments streaming to
+learner J (default I mod learners) over Learner.Act. See examples/node-pool/README.md.
+`;
+
 async function main(argv) {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   let args, runDir, cfg, token;
   try {
     args = config.parseArgs(argv);
@@ -328,9 +351,12 @@ async function main(argv) {
       throw new config.UsageError(`this pool only runs ${ENV_ID}, the run's env is '${cfg.env}'`);
     }
     if (cfg.tls && !fs.existsSync(path.join(runDir, "tls", "ca.crt"))) {
-      throw new config.UsageError(`net.tls is on but ${path.join(runDir, "tls", "ca.crt")} does not exist`);
+      throw new config.UsageError(
+        `net.tls is on but ${path.join(runDir, "tls", "ca.crt")} does not exist`,
+      );
     }
-    if (os.endianness() !== "LE") throw new config.UsageError("tensors are little-endian; this machine is not");
+    if (os.endianness() !== "LE")
+      throw new config.UsageError("tensors are little-endian; this machine is not");
   } catch (e) {
     if (e instanceof config.UsageError) return fail(e.message);
     throw e;
@@ -344,8 +370,13 @@ async function main(argv) {
     index,
   });
   let telemetry = null;
-  if (cfg.metrics) telemetry = await metrics.serve(runDir, index, config.bindHost(cfg));
-  log.info("telemetry ready", { metrics: telemetry && telemetry.address, implementation: "node-pool" });
+  if (cfg.metrics) {
+    telemetry = await metrics.serve(runDir, index, config.bindHost(cfg), cfg.advertise_host);
+  }
+  log.info("telemetry ready", {
+    metrics: telemetry && telemetry.address,
+    implementation: "node-pool",
+  });
   try {
     const learner = args.learner !== null ? args.learner : index % cfg.learners;
     const numEnvs = cfg.simulator_procs;

@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import gymnasium as gym
@@ -54,10 +55,10 @@ def gymnasium_trajectory(state: np.ndarray, actions: list[int]) -> list[tuple]:
     return out
 
 
-def js_trajectory(state: np.ndarray, actions: list[int]) -> list[dict]:
+def js_trajectories(episodes: list[tuple[np.ndarray, list[int]]]) -> list[list[dict]]:
     done = subprocess.run(
         ["node", str(POOL_DIR / "cartpole.js")],
-        input=json.dumps({"state": state.tolist(), "actions": actions}),
+        input=json.dumps([{"state": s.tolist(), "actions": a} for s, a in episodes]),
         capture_output=True,
         text=True,
         timeout=START,
@@ -68,15 +69,20 @@ def js_trajectory(state: np.ndarray, actions: list[int]) -> list[dict]:
 
 def test_cartpole_in_js_follows_gymnasiums_physics_step_for_step():
     rng = np.random.default_rng(7)
-    ended = 0
+    episodes = []
     for episode in range(20):
         state = rng.uniform(-0.05, 0.05, 4)
         if episode % 2:  # far from the start too: fast, tilted, near the edges
             state = rng.uniform([-2.3, -2, -0.2, -2], [2.3, 2, 0.2, 2])
-        actions = rng.integers(0, 2, 200).tolist()
+        episodes.append((state, rng.integers(0, 2, 200).tolist()))
+    ended = 0
+    for episode, ((state, actions), got) in enumerate(
+        zip(episodes, js_trajectories(episodes), strict=True)
+    ):
         want = gymnasium_trajectory(state, actions)
-        got = js_trajectory(state, actions)[: len(want)]
-        for t, ((obs, reward, terminated), step) in enumerate(zip(want, got, strict=True)):
+        for t, ((obs, reward, terminated), step) in enumerate(
+            zip(want, got[: len(want)], strict=True)
+        ):
             np.testing.assert_allclose(
                 step["observation"], obs, rtol=1e-5, atol=1e-6, err_msg=f"episode {episode} t={t}"
             )
@@ -150,6 +156,30 @@ def test_node_pool_outlives_its_learner_and_a_broken_reply(run_dir_factory, proc
     assert pool.alive()
     pool.signal(signal.SIGINT)
     assert pool.popen.wait(START) == 0
+
+
+# tests/servers/random_learner.py serving TLS with the run's CA, as ba3c's servers do
+TLS_LEARNER = """
+import sys
+from ba3c import rpc
+from ba3c.rundir import RunDir
+from ba3c.tls import RunTLS
+tls = RunTLS(RunDir(sys.argv[1]))
+tls.check()
+rpc.use_tls(tls)
+from tests.servers import random_learner
+random_learner.main()
+"""
+
+
+def test_node_pool_speaks_tls_with_the_runs_ca(run_dir_factory, processes):
+    run_dir = run_dir_factory(env="CartPole-v1", simulator_procs=2, tls=True)
+    processes("learner", sys.executable, "-c", TLS_LEARNER, str(run_dir.path), raw=True)
+    wait_for(lambda: run_dir.read_address("learner", 0), START, "the TLS learner's address")
+    pool = node_pool(processes, run_dir)
+    seen = pool_seen(run_dir, "simulator-0", requests=50)
+    assert seen["errors"] == [] and seen["streams"] == 1
+    assert pool.stop() == 0
 
 
 def test_node_pool_refuses_another_env_with_one_line(run_dir_factory, processes):
