@@ -8,12 +8,14 @@ Python pool at all. `make test` installs its npm packages first (`make node-pool
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -219,3 +221,19 @@ def test_python_learner_trains_cartpole_to_195_with_only_the_node_pool(run_dir_f
         f"CartPole with the Node.js pool: mean return {reached:.1f} after {elapsed:.0f}s "
         f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)"
     )
+
+
+def test_the_image_definition_copies_every_file_the_pool_needs():
+    spec = importlib.util.spec_from_file_location(
+        "containers_check", ROOT / "containers" / "check.py"
+    )
+    check = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("containers_check", check)  # dataclasses look their module up
+    spec.loader.exec_module(check)
+    definition = check.parse(POOL_DIR / "node-pool.def")
+    sources = [line.split()[0] for line in definition.sections["files"].splitlines() if line]
+    assert all((ROOT / source).exists() for source in sources), sources
+    needed = {p.name for p in POOL_DIR.glob("*.js")} | {"package.json", "package-lock.json"}
+    assert needed <= {Path(source).name for source in sources}
+    assert "protos" in sources
+    assert definition.sections["runscript"].split() == ["exec", "node-pool", '"$@"']
