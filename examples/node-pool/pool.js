@@ -190,7 +190,8 @@ class Progress {
 }
 
 // One stream in lockstep until it breaks (rejects with a gRPC error or ProtocolError) or
-// `stop` is set (resolves). Resolves/rejects with `.responses` counted on the stop object.
+// `stop` is set (resolves). Counts the learner's answers in `counter.responses`. Every
+// stream starts with fresh episodes, so a learner never sees half a trajectory.
 async function runStream(client, ctx, counter) {
   const { pool, poolId, spec, token, stop, log } = ctx;
   const metadata = new grpc.Metadata();
