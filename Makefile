@@ -4,7 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup run test lint format protos bench clean system-deps containers-check
+NODE_POOL  := examples/node-pool
+NODE_STAMP := $(NODE_POOL)/node_modules/.installed
+
+.PHONY: help setup run test lint format protos bench clean system-deps containers-check node-pool
 
 help:
 	@echo "make run      set up .venv and run a short local training"
@@ -12,6 +15,7 @@ help:
 	@echo "make lint     ruff check and ruff format --check (CI runs it)"
 	@echo "make protos   regenerate ba3c/v1/*_pb2*.py from protos/"
 	@echo "make bench    run the benchmarks in bench/"
+	@echo "make node-pool  install examples/node-pool's npm packages (part of make test)"
 	@echo "make containers-check  build every containers/*.def under bubblewrap (root, minutes)"
 
 $(PY):
@@ -32,7 +36,16 @@ system-deps:
 run: setup
 	$(PY) -m ba3c.cli train --minutes 3 --record_node --run-dir runs/make-run-$$(date +%Y%m%d-%H%M%S)
 
-test: setup system-deps
+# The Node.js simulator pool's packages (examples/node-pool), exactly as package-lock.json
+# pins them, from the npm registry; again only when the lock file changes.
+$(NODE_STAMP): $(NODE_POOL)/package-lock.json | system-deps
+	@command -v npm >/dev/null || { echo "need node and npm (Node.js >= 18) on PATH for $(NODE_POOL)"; exit 1; }
+	npm ci --prefix $(NODE_POOL) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+node-pool: $(NODE_STAMP)
+
+test: setup system-deps node-pool
 	$(PY) -m pytest
 
 lint: setup
@@ -58,4 +71,4 @@ containers-check:
 	python3 containers/check.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(NODE_POOL)/node_modules
