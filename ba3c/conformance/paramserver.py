@@ -146,7 +146,10 @@ class ParamServerChecks:
         c("register.garbage", self.refused, lambda: self._raw("Register", GARBAGE))
         c("register.learner", self.register_learner)
         for name, broken in self.broken_initializations().items():
-            c(f"initialize.{name}", self.refused, self.initialize_call(broken))
+            contains = {"empty": "", "no_tensor": "tensor", "empty_name": "name"}.get(
+                name, "conformance/kernel"
+            )
+            c(f"initialize.{name}", self.refused, self.initialize_call(broken), INVALID, contains)
         c("initialize.garbage", self.refused, lambda: self._raw("Initialize", GARBAGE))
         c("initialize.applied", self.initialize)
         if not self.params:
@@ -327,7 +330,7 @@ class ParamServerChecks:
                 call(with_kernel(tensor_pb2.Tensor(dtype=F32, shape=[3, 4], data=full.data[4:]))),
                 k,
             ),
-            ("no_tensor", call(with_kernel(None)), k),
+            ("no_tensor", call(with_kernel(None)), "tensor"),
             ("future_version", call(good, version=self.version + 1), "version"),
             ("negative_version", call(good, version=-1), "version"),
             ("negative_env_frames", call(good, env_frames=-5), "env_frames"),
