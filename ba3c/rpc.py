@@ -86,8 +86,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
             if key == AUTH_KEY:
                 if isinstance(value, str):
                     value = value.encode()
-                # tolerate the secret file's newline sent along (or other edge whitespace)
-                return hmac.compare_digest(value.strip(), self._expected)
+                return hmac.compare_digest(value, self._expected)
         return False
 
     def intercept_service(self, continuation, handler_call_details):
