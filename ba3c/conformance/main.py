@@ -6,7 +6,8 @@
                                                            addresses/learner-I; start the pool
                                                            under test with that learner index
     ba3c conformance evaluator   --run-dir D               the kit serves fake shards at
-                                                           addresses/paramserver-K
+                                                           addresses/paramserver-K; start
+                                                           the evaluator under test
 
 See docs/contracts.md ("Conformance kit"). Prints one line per check and a summary; exit
 code 0 if every check passed, 1 if one failed, 2 on bad usage.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Sequence
 
 from ba3c.conformance.suite import Suite
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an unusable run directory: one line, exit 2
         parser.exit(2, f"ba3c conformance: {e}\n")
     suite = Suite(args.role)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # evaluator: the model needs TensorFlow
     module = importlib.import_module(f"ba3c.conformance.{args.role}")
     try:
         module.run(target, suite, **({"steps": args.steps} if args.role != "paramserver" else {}))
