@@ -31,7 +31,7 @@ SERVICE = "ba3c.v1.Learner"
 METHOD = f"/{SERVICE}/Act"
 N = 4
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-WIRE_DTYPE = {np.dtype(np.uint8): tensor_pb2.UINT8, np.dtype(np.float32): tensor_pb2.FLOAT32}
+WIRE_DTYPE = wire.WIRE_DTYPES
 
 
 class Stream:

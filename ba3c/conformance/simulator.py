@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2_grpc
 
-from ba3c import rpc
+from ba3c import envs, rpc
 from ba3c.conformance import wire
 from ba3c.conformance.suite import Failed, Skipped, Suite, expect
 from ba3c.conformance.target import KIT_MESSAGE_LIMIT, Target
@@ -270,6 +270,29 @@ class SimulatorChecks:
             "the wrong number of actions",
         )
 
+    def spec_matches_config(self) -> None:
+        """The pool steps the run's environment (config.toml), as a learner of the run
+        expects: env_id, observation shape and dtype, number of actions."""
+        spec = next((r.spec for r in self.records if r.spec is not None), None)
+        expect(spec is not None, "no valid spec")
+        try:
+            env = envs.describe(self.t.cfg)
+        except envs.EnvError as e:
+            raise Skipped(f"cannot describe {self.t.cfg.run.env!r} here: {e}") from None
+        want = (
+            env.env_id,
+            list(env.observation_shape),
+            wire.WIRE_DTYPES[np.dtype(env.observation_dtype)],
+            env.num_actions,
+        )
+        got = (
+            spec.env_id,
+            list(spec.observation_shape),
+            spec.observation_dtype,
+            spec.num_actions,
+        )
+        expect(got == want, f"spec (env_id, shape, dtype, actions) {got}, config says {want}")
+
     def episodes(self) -> None:
         total = sum(r.episodes for r in self.records)
         if not total:
@@ -300,6 +323,7 @@ class SimulatorChecks:
             "steps.finished_episodes",
         ):
             c(check, self.problems, check)
+        c("first.spec_matches_config", self.spec_matches_config)
         c("episodes", self.episodes)
 
 

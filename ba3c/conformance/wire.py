@@ -17,6 +17,8 @@ NUMPY = {
     tensor_pb2.INT64: np.dtype("<i8"),
 }
 
+WIRE_DTYPES = {np.dtype(np.uint8): tensor_pb2.UINT8, np.dtype(np.float32): tensor_pb2.FLOAT32}
+
 
 def bfloat16_bits(array: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns, rounded to nearest even (finite values only)."""
