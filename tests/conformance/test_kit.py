@@ -52,7 +52,7 @@ SYNC = dict(
     lr=0.01,
     use_sync=True,
     replicas_to_aggregate=2,
-    sync_timeout=1.0,
+    sync_timeout=2.0,
     max_message_mb=4,
     save_every=0,
 )
