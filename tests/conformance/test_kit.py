@@ -98,3 +98,23 @@ def test_our_simulator_passes(run_dir_factory, processes):
     code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "100")
     passes(code, output, "simulator")
     assert "SKIP" not in output  # CartPole episodes end within 100 steps of 4 envs
+
+
+def test_the_kit_needs_no_tensorflow_for_paramserver_and_simulator():
+    code = (
+        "import sys; import ba3c.conformance.main, ba3c.conformance.paramserver, "
+        "ba3c.conformance.simulator; assert 'tensorflow' not in sys.modules, 'tensorflow'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_bad_usage_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run(
+        ba3c_command("conformance", "paramserver", "--run-dir", str(tmp_path / "nowhere")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "config.toml does not exist" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
