@@ -32,7 +32,7 @@ def failed_checks(output: str) -> list[str]:
 def passes(code: int, output: str, role: str) -> None:
     assert code == 0, f"failed: {failed_checks(output)}"
     assert f"{role}: " in output and " 0 failed" in output
-    assert output.count("PASS  ") >= 10
+    assert output.count("PASS  ") >= 8
 
 
 # A config that makes every optimizer rule show within a few versions: the linear schedule
@@ -98,6 +98,15 @@ def test_our_simulator_passes(run_dir_factory, processes):
     code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "100")
     passes(code, output, "simulator")
     assert "SKIP" not in output  # CartPole episodes end within 100 steps of 4 envs
+
+
+def test_our_evaluator_passes(run_dir_factory, processes):
+    run_dir = run_dir_factory(
+        **CARTPOLE, ps=2, eval_every=1.0, eval_episodes=2, eval_max_steps=50, metrics=False
+    )
+    processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
+    code, output = conformance("evaluator", run_dir, "--timeout", "120")
+    passes(code, output, "evaluator")
 
 
 def test_the_kit_needs_no_tensorflow_for_paramserver_and_simulator():
