@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("services.evaluator.offline:main", "Evaluate a saved checkpoint, no cluster."),
     "monitor": ("ba3c.monitor:main", "Start a local Prometheus watching a run."),
     "report": ("ba3c.report:main", "Plot a run's scores, speed and losses to PNG files."),
+    "conformance": (
+        "ba3c.conformance.main:main",
+        "Check an implementation of a role against the contract.",
+    ),
     "init-run": ("ba3c.cli:init_run", "Create a run directory: config.toml and secret."),
     "config": ("ba3c.cli:show_config", "Print the resolved configuration as TOML."),
 }

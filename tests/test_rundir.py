@@ -41,6 +41,20 @@ def test_a_missing_secret_says_how_to_make_one(tmp_path):
         RunDir(tmp_path).read_secret()
 
 
+def test_the_secret_ends_with_a_newline_that_readers_strip(tmp_path):
+    """docs/contracts.md: the file ends with a newline; a token is the stripped content, so
+    a secret written by another tool (no newline, CRLF) reads the same."""
+    run_dir = RunDir(tmp_path)
+    run_dir.create(configuration.Config())
+    text = run_dir.secret_path.read_text()
+    assert text.endswith("\n") and text.count("\n") == 1
+    token = run_dir.read_secret()
+    assert token == text[:-1]
+    for written in (token, token + "\r\n", " " + token + "\n\n"):
+        run_dir.secret_path.write_text(written)
+        assert run_dir.read_secret() == token
+
+
 def test_atomic_write_never_shows_a_partial_file(tmp_path):
     path = tmp_path / "f"
     big_a, big_b = b"a" * 1_000_000, b"b" * 1_000_000

@@ -66,29 +66,36 @@ class ParameterServerServicer:
 
     def Register(self, request, context):
         """A learner or the evaluator announces itself. For a learner this starts its lease
-        (see sync mode below); every later call from the same client_id renews it.
+        (see sync mode below); every later call from the same client_id renews it. Optional:
+        a PushPull from a client_id that never registered is accepted and starts its lease.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Initialize(self, request, context):
-        """Sets the initial values of an empty shard. First writer wins: on a shard that is
-        already initialised (by an earlier call or a restored checkpoint) this is a no-op
-        that says so in `applied` and `message`.
+        """Sets the initial values of an empty shard (learner 0 calls it at start-up, and again
+        for a shard that came back empty). First writer wins: on a shard that is already
+        initialised (by an earlier call or a restored checkpoint) this is a no-op that says
+        so in `applied` and `message`. The request is checked first, whatever the shard's
+        state: a malformed one (e.g. NaN) is INVALID_ARGUMENT even on an initialised shard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PushPull(self, request, context):
-        """Gradients computed at `version` in, the shard's parameters out.
-        async mode: applied at once; answered at once.
-        sync mode: averaged with the other pushes computed at the same version until
-        replicas_to_aggregate have arrived (or the live learners' pushes have, after
-        sync_timeout seconds), applied once; every waiting caller is answered with the
-        new parameters. A push computed at an older version is dropped, and its caller
-        still gets the current parameters.
+        """Gradients computed at `version` in, the shard's parameters out. The request's
+        env_frames are counted whatever the outcome (also for dropped pushes).
+        async mode: applied at once (dropped if staler than max_staleness > 0); answered
+        at once.
+        sync mode: averaged with the other pushes computed at the current version until
+        the round holds min(replicas_to_aggregate, live learners + learners not seen
+        yet) pushes, or sync_timeout seconds after its first push; then applied once and
+        every waiting caller is answered with the new parameters. Live learners that
+        missed a timed-out round are not waited for again until their next call. A push
+        computed at an older version is dropped at once, and its caller still gets the
+        current parameters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

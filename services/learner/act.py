@@ -40,6 +40,34 @@ class BadRequest(ValueError):
     """A request that breaks the contract; the message names the field and the problem."""
 
 
+class Malformed:
+    """Stands in for an ActRequest whose bytes did not parse, so that the stream ends with
+    INVALID_ARGUMENT (gRPC's own answer to a raising deserializer is INTERNAL)."""
+
+    def __init__(self, error: Exception):
+        self.message = f"malformed ActRequest: {error or type(error).__name__}"
+        self.pool_id = ""
+
+
+def parse_request(data: bytes) -> pb.ActRequest | Malformed:
+    try:
+        return pb.ActRequest.FromString(data)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the pool's bad bytes
+        return Malformed(e)
+
+
+def add_to_server(servicer: learner_pb2_grpc.LearnerServicer, server: grpc.Server) -> None:
+    """Registers Learner.Act with a request parser that never raises (see Malformed)."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Act,
+        request_deserializer=parse_request,
+        response_serializer=pb.ActResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("ba3c.v1.Learner", {"Act": handler}),)
+    )
+
+
 class Progress:
     """Counters the Act streams feed and the trainer reads (thread-safe)."""
 
@@ -121,7 +149,11 @@ def parse_step(
     request: pb.ActRequest, spec: pb.PoolSpec, first: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(observations, rewards, dones) of a request, checked against the pool's spec."""
+    if isinstance(request, Malformed):
+        raise BadRequest(request.message)
     n = spec.num_envs
+    if not request.HasField("observations"):
+        raise BadRequest("observations is missing (every request carries o_t for all N envs)")
     try:
         obs = tensors.decode(request.observations)
     except tensors.TensorError as e:
@@ -181,6 +213,8 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
         if first is None:
             return
         try:
+            if isinstance(first, Malformed):
+                raise BadRequest(first.message)
             if not first.HasField("spec"):
                 raise BadRequest("the first request of a stream must carry spec")
             self.model_spec.check_pool(first.spec)

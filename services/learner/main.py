@@ -14,10 +14,9 @@ import numpy as np
 import structlog
 
 from ba3c import envs, models, rpc, service
-from ba3c.v1 import learner_pb2_grpc
 from services.learner import metrics, warm_start
 from services.learner.a3c import make_train_step
-from services.learner.act import ActServicer, ModelSpec, Progress
+from services.learner.act import ActServicer, ModelSpec, Progress, add_to_server
 from services.learner.predictor import Predictor
 from services.learner.shards import ShardMismatch, Shards, Stopped
 from services.learner.trainer import Trainer
@@ -116,7 +115,7 @@ def run(ctx: service.ServiceContext) -> int:
     try:
         server = rpc.make_server(
             ctx.token,
-            lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
+            lambda s: add_to_server(servicer, s),
             host=ctx.host,
             port=ctx.args.port,
             max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),

@@ -16,6 +16,7 @@ import grpc
 import structlog
 
 from ba3c.v1 import paramserver_pb2 as pb
+from ba3c.v1 import tensor_pb2
 from services.paramserver import metrics, wire
 from services.paramserver.shard import InvalidArgument, Shard, ShardError
 
@@ -28,14 +29,50 @@ def _serialize(reply) -> bytes:
     return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
+class Malformed:
+    """Stands in for a request whose bytes did not parse, so that the handler can answer
+    INVALID_ARGUMENT (gRPC's own answer to a raising deserializer is INTERNAL)."""
+
+    def __init__(self, method: str, error: Exception):
+        self.message = f"malformed {method}Request: {error or type(error).__name__}"
+
+
 def _deserializer(method: str, parse_bytes: Callable[[bytes], object]) -> Callable[[bytes], object]:
     counter = metrics.RECEIVED_BYTES.labels(method)
 
     def parse(data: bytes):
         counter.inc(len(data))
-        return parse_bytes(data)
+        try:
+            return parse_bytes(data)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the caller's bad bytes
+            return Malformed(method, e)
 
     return parse
+
+
+def _no_tensor(what: str, name: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{what} {name!r}: NamedTensor.tensor is missing or has dtype DTYPE_UNSPECIFIED "
+        "(set tensor.dtype, tensor.shape and tensor.data)"
+    )
+
+
+def check_tensors_present(request) -> None:
+    """A NamedTensor without a tensor gets a message that says so (before the generic
+    tensor checks, which would only name the dtype)."""
+    if isinstance(request, wire.PushRequest):
+        for t in request.gradients:
+            if t.dtype == tensor_pb2.DTYPE_UNSPECIFIED:
+                raise _no_tensor("gradient of", t.name)
+        return
+    for item in request.parameters:
+        if not item.HasField("tensor") or item.tensor.dtype == tensor_pb2.DTYPE_UNSPECIFIED:
+            raise _no_tensor("variable", item.name)
+
+
+def _check_parsed(request) -> None:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(request.message)
 
 
 class ParameterServerServicer:
@@ -51,6 +88,7 @@ class ParameterServerServicer:
 
     def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
         try:
+            _check_parsed(request)
             reply = self.shard.register(request.client_id, request.role)
         except ShardError as e:
             self._refuse("Register", context, e)
@@ -61,6 +99,8 @@ class ParameterServerServicer:
 
     def Initialize(self, request: pb.InitializeRequest, context) -> pb.InitializeResponse:
         try:
+            _check_parsed(request)
+            check_tensors_present(request)
             applied, message, version = self.shard.initialize(request.client_id, request.parameters)
         except ShardError as e:
             self._refuse("Initialize", context, e)
@@ -69,8 +109,10 @@ class ParameterServerServicer:
     def PushPull(self, request: wire.PushRequest, context) -> bytes:
         start = time.perf_counter()
         try:
+            _check_parsed(request)
             if request.error:
                 raise InvalidArgument(request.error)
+            check_tensors_present(request)
             result = self.shard.push(
                 request.client_id, request.version, request.gradients, request.env_frames
             )
@@ -83,6 +125,7 @@ class ParameterServerServicer:
     def Pull(self, request: pb.PullRequest, context) -> bytes:
         start = time.perf_counter()
         try:
+            _check_parsed(request)
             reply = self.shard.pull(request.have_version)
         except ShardError as e:
             self._refuse("Pull", context, e)
@@ -91,6 +134,10 @@ class ParameterServerServicer:
         return reply
 
     def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
+        try:
+            _check_parsed(request)
+        except ShardError as e:
+            self._refuse("Status", context, e)
         return self.shard.status()
 
     def register(self, server: grpc.Server) -> None:
