@@ -237,3 +237,13 @@ def test_the_image_definition_copies_every_file_the_pool_needs():
     assert needed <= {Path(source).name for source in sources}
     assert "protos" in sources
     assert definition.sections["runscript"].split() == ["exec", "node-pool", '"$@"']
+
+
+def test_the_node_pool_passes_the_simulator_conformance_kit(run_dir_factory, processes):
+    from tests.conformance.test_kit import conformance, passes
+
+    run_dir = run_dir_factory(env="CartPole-v1", model="mlp", simulator_procs=4)
+    node_pool(processes, run_dir)
+    code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "100")
+    passes(code, output, "simulator")
+    assert "SKIP" not in output
