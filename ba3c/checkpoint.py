@@ -40,7 +40,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from ba3c.rundir import fsync_dir
+from ba3c.rundir import atomic_file, checkpoint_files, checkpoint_name
 
 MAGIC = b"BA3CCKPT"
 FORMAT = 1
 _DIGEST = 32
-_NAME = re.compile(r"^ckpt-(\d{12})\.ckpt$")
 _SHARD_DIR = re.compile(r"^paramserver-(\d+)$")
 
 
@@ -76,17 +74,9 @@ class Checkpoint:
     path: Path | None = None
 
 
-def file_name(version: int) -> str:
-    return f"ckpt-{version:012d}.ckpt"
-
-
-def list_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """Checkpoint files in `directory`, newest (highest version) first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+# The names are the run directory's (ba3c/rundir.py); these are the names used here.
+file_name = checkpoint_name
+list_files = checkpoint_files
 
 
 def _arrays(ckpt: Checkpoint) -> list[tuple[str, str | None, np.ndarray]]:
@@ -128,30 +118,17 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
         }
     ).encode()
     target = directory / file_name(ckpt.version)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            digest = hashlib.sha256()
-            for chunk in (
-                MAGIC,
-                struct.pack("<Q", len(header)),
-                header,
-                *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays),
-            ):
-                digest.update(chunk)
-                f.write(chunk)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)
+    with atomic_file(target) as f:
+        digest = hashlib.sha256()
+        for chunk in (
+            MAGIC,
+            struct.pack("<Q", len(header)),
+            header,
+            *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays),
+        ):
+            digest.update(chunk)
+            f.write(chunk)
+        f.write(digest.digest())
     for old in list_files(directory)[max(1, keep) :]:
         old.unlink(missing_ok=True)
     return target

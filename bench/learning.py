@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ba3c.rundir import RunDir  # noqa: E402
 from bench.common import RESULTS, machine, markdown  # noqa: E402
 from tests.support import ba3c_command  # noqa: E402
 
@@ -33,15 +34,8 @@ from tests.support import ba3c_command  # noqa: E402
 def read_curve(run_dir: Path, started: float) -> list[dict]:
     """One point per complete line of RUN_DIR/eval.jsonl; `started` is the run's start
     (Unix seconds)."""
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
     points = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written as we read
+    for record in RunDir(run_dir).evaluations():
         points.append(
             {
                 "minutes": round((record["time"] - started) / 60, 3),

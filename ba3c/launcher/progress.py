@@ -91,19 +91,6 @@ class Observer:
                     totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
 
-    def last_evaluation(self) -> dict | None:
-        path = self.run_dir.path / "eval.jsonl"
-        try:
-            lines = path.read_text().strip().splitlines()
-        except FileNotFoundError:
-            return None
-        for line in reversed(lines):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue  # a line being written
-        return None
-
     def snapshot(self) -> Snapshot:
         snap = Snapshot(at=time.monotonic())
         for index, status in self.shard_status().items():
@@ -115,7 +102,7 @@ class Observer:
         snap.train_steps = metrics.get(TRAIN_STEPS, 0.0)
         snap.online_return_sum = metrics.get(ONLINE_RETURN + "_sum", 0.0)
         snap.online_return_count = metrics.get(ONLINE_RETURN + "_count", 0.0)
-        snap.evaluation = self.last_evaluation()
+        snap.evaluation = self.run_dir.last_evaluation()
         return snap
 
 

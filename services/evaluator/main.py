@@ -105,11 +105,10 @@ def _serve(ctx: service.ServiceContext) -> int:
     )
     summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
     schedule = Schedule(ev.eval_every, ev.eval_every_versions)
-    jsonl = ctx.run_dir.path / "eval.jsonl"
-    previous = report.read_jsonl(jsonl)
-    if previous and previous[-1].get("versions"):
+    previous = ctx.run_dir.last_evaluation()
+    if previous and previous.get("versions"):
         # restarted: do not evaluate again what the previous process already did
-        schedule.last_versions = tuple(previous[-1]["versions"])
+        schedule.last_versions = tuple(previous["versions"])
     log.info(
         "evaluator ready",
         shards=cfg.paramserver.ps,
@@ -140,7 +139,7 @@ def _serve(ctx: service.ServiceContext) -> int:
             result = evaluation.run(
                 snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
             )
-            report.publish(result, jsonl)
+            report.publish(result, ctx.run_dir)
             summaries.write(result)
             evaluations += 1
     finally:

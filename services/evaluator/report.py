@@ -1,21 +1,17 @@
 """Where an evaluation's result goes besides TensorBoard: RUN_DIR/eval.jsonl, Prometheus
 and the structured log.
 
-eval.jsonl holds one JSON object per line, one line per evaluation, appended with a single
-write so that a reader (the launcher, a test) sees whole lines only; the fields are those
-of `EvalResult.record()` (version, env_frames, mean, max, min, std, episodes, seconds,
-time, and more).
+eval.jsonl holds one JSON object per line, one line per evaluation, written and read through
+`RunDir` (`append_evaluation`, `evaluations`); the fields are those of `EvalResult.record()`
+(version, env_frames, mean, max, min, std, episodes, seconds, time, and more).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import prometheus_client as prom
 import structlog
 
+from ba3c.rundir import RunDir
 from services.evaluator.stats import EvalResult
 
 log = structlog.get_logger()
@@ -39,33 +35,7 @@ DURATION = prom.Histogram(
 )
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Appends one line with one write(2) call, then fsyncs."""
-    line = (json.dumps(record, sort_keys=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Every complete line of an eval.jsonl (a missing file is an empty list)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def publish(result: EvalResult, jsonl: Path | None) -> None:
+def publish(result: EvalResult, run_dir: RunDir | None) -> None:
     """Metrics, the log line and (if given) the eval.jsonl line of one evaluation."""
     s = result.stats
     for stat in ("mean", "max", "min", "std"):
@@ -77,6 +47,6 @@ def publish(result: EvalResult, jsonl: Path | None) -> None:
     EPISODES.inc(len(result.episodes))
     DURATION.observe(result.seconds)
     record = result.record()
-    if jsonl is not None:
-        append_jsonl(jsonl, record)
+    if run_dir is not None:
+        run_dir.append_evaluation(record)
     log.info("evaluation", **record)

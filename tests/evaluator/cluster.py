@@ -98,10 +98,7 @@ def status(run_dir, k: int) -> ps.StatusResponse:
 
 
 def evaluations(run_dir) -> list[dict]:
-    path = run_dir.path / "eval.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return run_dir.evaluations()
 
 
 def metrics(run_dir, role: str = "evaluator", index: int = 0) -> dict[str, float]:

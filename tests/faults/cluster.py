@@ -183,8 +183,7 @@ class Cluster:
         return out
 
     def evaluations(self) -> int:
-        path = self.run_dir.path / "eval.jsonl"
-        return len(path.read_text().splitlines()) if path.exists() else 0
+        return len(self.run_dir.evaluations())
 
 
 def random_moment(seed: int, low: float = 0.2, high: float = 2.5) -> float:

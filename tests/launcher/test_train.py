@@ -61,10 +61,7 @@ def processes_of(run_dir: Path) -> list[int]:
 
 
 def evaluations(run_dir: Path) -> list[dict]:
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).evaluations()
 
 
 def run_train(args: list[str], timeout: float) -> subprocess.CompletedProcess:
