@@ -9,7 +9,6 @@ request happens before anything is changed, so a refused call changes nothing.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,7 @@ import structlog
 
 from ba3c import tensors
 from ba3c.checkpoint import Checkpoint
+from ba3c.machine import available_cores
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
 from services.paramserver import metrics, wire
@@ -177,10 +177,7 @@ def check_gradients(
 def optimizer_threads() -> int:
     """Threads for the optimizer: half the CPUs this process may use (Slurm's cpuset), at
     most 4; on a small shared machine one thread is faster."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = available_cores()
     return max(1, min(4, cpus // 2)) if cpus >= 4 else 1
 
 

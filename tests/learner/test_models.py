@@ -5,6 +5,7 @@ import pytest
 
 from ba3c import models
 from ba3c.config import Config
+from ba3c.machine import available_cores
 
 
 def config(**model_knobs):
@@ -141,6 +142,4 @@ def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
     assert models.configure_threads(0) == 3
     assert models.configure_threads(5) == 5
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    import os
-
-    assert models.configure_threads(0) == os.cpu_count()
+    assert models.configure_threads(0) == available_cores()
