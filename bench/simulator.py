@@ -1,6 +1,6 @@
 """Benchmark: raw vectorised stepping vs the same pool streaming to a learner over gRPC.
 
-    .venv/bin/python bench/simulator.py [--envs 16] [--repeats 5] [--seconds 3]
+    .venv/bin/python -m bench.simulator [--envs 16] [--repeats 5] [--seconds 3]
                                         [--env ALE/Breakout-v5] [--profile]
 
 In one run and one process, for each pool size N it alternates two legs, `--repeats`
@@ -34,13 +34,11 @@ import numpy as np
 import structlog
 from prometheus_client import REGISTRY
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ba3c import envs, rpc  # noqa: E402
-from ba3c.config import Config  # noqa: E402
-from ba3c.rundir import RunDir  # noqa: E402
-from services.simulator import stream  # noqa: E402
+from ba3c import envs, rpc
+from ba3c.config import Config
+from ba3c.rundir import RunDir
+from bench.common import ROOT
+from services.simulator import stream
 
 TARGET = 0.90
 

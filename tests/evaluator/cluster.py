@@ -10,10 +10,8 @@ from episode to episode.
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
@@ -99,20 +97,6 @@ def status(run_dir, k: int) -> ps.StatusResponse:
 
 def evaluations(run_dir) -> list[dict]:
     return run_dir.evaluations()
-
-
-def metrics(run_dir, role: str = "evaluator", index: int = 0) -> dict[str, float]:
-    """{sample name with labels: value} from the process's /metrics endpoint."""
-    target = json.loads((run_dir.path / "targets" / f"{role}-{index}.json").read_text())
-    address = target[0]["targets"][0]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:

@@ -25,8 +25,8 @@ def test_a_lost_shard_is_retried_and_training_resumes_when_it_returns(run_dir_fa
     run_dir.remove_address("paramserver", 0)
     wait_for(
         lambda: (
-            metric(run_dir, "ba3c_learner_pushpull_failures_total{code=DEADLINE_EXCEEDED}")
-            + metric(run_dir, "ba3c_learner_pushpull_failures_total{code=UNAVAILABLE}")
+            metric(run_dir, "ba3c_learner_pushpull_failures_total", code="DEADLINE_EXCEEDED")
+            + metric(run_dir, "ba3c_learner_pushpull_failures_total", code="UNAVAILABLE")
             >= 1
         ),
         60,

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.learner.cluster import CARTPOLE, metric, metrics, shard_status
+from tests.learner.cluster import CARTPOLE, metric, shard_status
 from tests.support import wait_for
+from tests.support.metrics import scrape
 
 
 def start_cluster(processes, run_dir):
@@ -76,10 +77,11 @@ def test_breakout_trains_with_bfloat16_gradients_and_rising_versions(run_dir_fac
         lambda: metric(run_dir, "ba3c_learner_agent_steps_total") >= 2000, 180, "2,000 agent steps"
     )
     wait_for(lambda: shard_status(run_dir).version > early, 60, "the shard version to rise")
-    values = metrics(run_dir)
+    values = scrape(run_dir, "learner")
     for part in ("total", "policy", "value"):
-        assert math.isfinite(values["ba3c_learner_loss{part=" + part + "}"])
-    assert math.isfinite(values["ba3c_learner_policy_entropy"])
-    assert values["ba3c_learner_policy_entropy"] > 0
-    assert values["ba3c_learner_pools_connected"] == 1
+        assert values.has("ba3c_learner_loss", part=part)
+        assert math.isfinite(values.value("ba3c_learner_loss", part=part))
+    assert math.isfinite(values.value("ba3c_learner_policy_entropy"))
+    assert values.value("ba3c_learner_policy_entropy") > 0
+    assert values.value("ba3c_learner_pools_connected") == 1
     assert shard_status(run_dir).env_frames >= 4 * 1000  # frame skip 4

@@ -6,7 +6,6 @@ names is exported by some running service."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from tests.monitoring.prom import exposed_names, metric_names
 from tests.monitoring.test_config import dashboard_queries
 from tests.support import Process, ba3c_command, wait_for
+from tests.support.metrics import scrape_address
 
 ROLES = {
     ("paramserver", "0"),
@@ -153,8 +153,7 @@ def test_every_metric_a_panel_or_rule_names_is_exported(live_run, prometheus):
     assert {role for role, _ in targets} == {role for role, _ in ROLES}
     exported = {"up"}
     for address in targets.values():
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-            exported |= exposed_names(reply.read().decode())
+        exported |= exposed_names(scrape_address(address).text)
     rules = prometheus.api.rules()
     recorded = {r["name"] for r in rules if r["type"] == "recording"}
     queries = [*dashboard_queries(), *((f"rule {r['name']}", r["query"]) for r in rules)]
