@@ -25,7 +25,7 @@ from ba3c.v1 import tensor_pb2
 from services.paramserver import metrics, wire
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
-from services.paramserver.sync import Round
+from services.paramserver.sync import COMPLETE, STALE, SURPLUS, TIMED_OUT, Round, Rounds
 
 log = structlog.get_logger()
 
@@ -185,16 +185,19 @@ class Shard:
     """One shard's state. Thread-safe; sync-mode pushes block until their round is applied."""
 
     def __init__(
-        self, settings: Settings, on_checkpoint: Callable[[Checkpoint], None] | None = None
+        self,
+        settings: Settings,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self._on_checkpoint = on_checkpoint
         self._cond = threading.Condition()
-        self._leases = Leases(settings.lease_seconds)
+        self._leases = Leases(settings.lease_seconds, clock)
         self._params: dict[str, np.ndarray] | None = None
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
-        self._round: Round | None = None
+        self._rounds = Rounds(settings.replicas, settings.sync_timeout, self._leases, clock)
         self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
         self._closing = False
@@ -357,40 +360,32 @@ class Shard:
     def _push_sync(
         self, client_id: str, grads: Mapping[str, np.ndarray], staleness: int
     ) -> PushResult:
-        if staleness > 0:
+        joined, rnd = self._rounds.offer(client_id, self.version, staleness, grads)
+        if rnd is None or joined == STALE:
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
-        rnd = self._round
-        if rnd is None:
-            rnd = self._round = Round(self.version, self.settings.sync_timeout)
-        if client_id in rnd.clients:
+        if joined == SURPLUS:
             self._drop("surplus")
             outcome = pb.DROPPED_SURPLUS
         else:
-            rnd.add(client_id, grads)
             metrics.ROUND_WAITING.set(rnd.count)
             outcome = pb.APPLIED
         while not rnd.done:
-            if rnd.count >= self._leases.expected_pushes(self.settings.replicas):
-                self._close_round(rnd, timed_out=False)
-                break
-            remaining = rnd.deadline - time.monotonic()
-            if remaining <= 0:
-                self._close_round(rnd, timed_out=True)
+            step = self._rounds.next_step(rnd)
+            if step in (COMPLETE, TIMED_OUT):
+                self._close_round(rnd, timed_out=step == TIMED_OUT)
                 break
             # wake up now and then: leases may expire while we wait
-            self._cond.wait(min(remaining, 0.25))
+            self._cond.wait(min(float(step), 0.25))
         assert rnd.result is not None
         if outcome != pb.APPLIED:
             return self._current(outcome, staleness)
-        new_version, reply, _ = rnd.result
+        new_version, reply = rnd.result
         return PushResult(outcome, new_version, staleness, reply)
 
     def _close_round(self, rnd: Round, timed_out: bool) -> None:
+        missing = self._rounds.close(rnd, timed_out)
         if timed_out:
-            missing = self._leases.live() - set(rnd.clients)
-            self._leases.revoke(missing)
-            self._leases.stop_waiting_for_unseen()
             metrics.ROUND_TIMEOUTS.inc()
             log.warning(
                 "sync round timed out; applying the pushes that arrived",
@@ -400,10 +395,9 @@ class Shard:
                 no_longer_waiting_for=sorted(missing),
             )
         self._apply(rnd.average(), pushes=rnd.count)
-        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply, self.env_frames)
-        self._round = None
+        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply)
         metrics.ROUND_WAITING.set(0)
-        metrics.AGGREGATION_WAIT.observe(time.monotonic() - rnd.opened)
+        metrics.AGGREGATION_WAIT.observe(rnd.age)
         metrics.ROUND_PUSHES.observe(rnd.count)
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))
         self._cond.notify_all()
@@ -502,7 +496,7 @@ class Shard:
         applied with the pushes it has."""
         with self._cond:
             self._closing = True
-            rnd = self._round
+            rnd = self._rounds.current
             if rnd is not None and not rnd.done and rnd.count:
                 log.info(
                     "applying the open sync round before shutting down",
