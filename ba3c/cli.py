@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulator": ("services.simulator.main:main", "Step a pool of environments for a learner."),
     "evaluator": ("services.evaluator.main:main", "Evaluate and record while a run trains."),
     "evaluate": ("services.evaluator.offline:main", "Evaluate a saved checkpoint, no cluster."),
-    "monitor": ("ba3c.monitor:main", "Start a local Prometheus watching a run."),
-    "report": ("ba3c.report:main", "Plot a run's scores, speed and losses to PNG files."),
+    "monitor": ("ba3c.tools.monitor:main", "Start a local Prometheus watching a run."),
+    "report": ("ba3c.tools.report:main", "Plot a run's scores, speed and losses to PNG files."),
     "init-run": ("ba3c.cli:init_run", "Create a run directory: config.toml and secret."),
     "config": ("ba3c.cli:show_config", "Print the resolved configuration as TOML."),
 }

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
-    from services.evaluator import report
+    from services.evaluator import metrics
     from services.evaluator.pulling import ShardReader
     from services.evaluator.tboard import EvalSummaries
 
@@ -139,7 +139,7 @@ def _serve(ctx: service.ServiceContext) -> int:
             result = evaluation.run(
                 snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
             )
-            report.publish(result, ctx.run_dir)
+            metrics.publish(result, ctx.run_dir)
             summaries.write(result)
             evaluations += 1
     finally:

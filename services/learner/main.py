@@ -17,8 +17,9 @@ from ba3c import envs, models, rpc, service
 from ba3c.v1 import learner_pb2_grpc
 from services.learner import metrics
 from services.learner.a3c import make_train_step
-from services.learner.act import ActServicer, ModelSpec, Progress
+from services.learner.act import ActServicer, ModelSpec
 from services.learner.predictor import Predictor
+from services.learner.progress import Progress
 from services.learner.shards import ShardMismatch, Shards, Stopped
 from services.learner.trainer import Trainer
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ba3c.rundir import RunDir
-from services.evaluator import report
+from services.evaluator import metrics
 from services.evaluator.stats import Episode, EvalResult, ScoreStats
 
 
@@ -36,8 +36,8 @@ def test_the_jsonl_record_has_the_fields_the_launcher_reads(tmp_path):
         versions=(42, 43),
     )
     run_dir = RunDir(tmp_path)
-    report.publish(result, run_dir)
-    report.publish(result, run_dir)
+    metrics.publish(result, run_dir)
+    metrics.publish(result, run_dir)
     lines = run_dir.eval_path.read_text().splitlines()
     assert len(lines) == 2
     record = json.loads(lines[0])

@@ -9,13 +9,15 @@ import re
 import signal
 import subprocess
 import sys
+import tomllib
 import urllib.request
+from pathlib import Path
 
 import prometheus_client
 import pytest
 
-from ba3c import monitor
 from ba3c.rundir import RunDir
+from ba3c.tools import monitor
 from tests.monitoring.prom import (
     PrometheusAPI,
     metric_names,
@@ -164,6 +166,28 @@ def test_monitor_prints_a_config_watching_the_run(tmp_path, promtool):
     assert monitor.TARGETS_PLACEHOLDER not in out.stdout
     (tmp_path / "p.yml").write_text(out.stdout)
     assert run(promtool, "check", "config", str(tmp_path / "p.yml")).returncode == 0
+
+
+def test_an_installed_package_carries_the_files_monitor_needs(tmp_path):
+    """pyproject.toml installs monitoring/ under PREFIX/share/ba3c/monitoring (no checkout
+    there), and `monitor` looks there when the checkout's folder is missing."""
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    installed = {
+        str(Path(folder) / path.name)
+        for folder, patterns in data_files.items()
+        for pattern in patterns
+        for path in ROOT.glob(pattern)
+    }
+    share = Path("share/ba3c/monitoring")
+    needed = ["prometheus.yml", *(f"rules/{p.name}" for p in (MONITORING / "rules").glob("*.yml"))]
+    assert {str(share / n) for n in needed} <= installed
+    checkout, prefix = tmp_path / "checkout", tmp_path / "prefix"
+    (prefix / "rules").mkdir(parents=True)
+    (prefix / "prometheus.yml").write_text("")
+    assert monitor.monitoring_dir([checkout, prefix]) == prefix
+    assert monitor.monitoring_dir([checkout]) == checkout  # then the error names it
 
 
 @pytest.mark.parametrize(
