@@ -80,7 +80,7 @@ def grpc_leg(
     """Agent steps/s of the service's streaming loop; appends to `split` the mean ms per
     pool step spent waiting for actions and stepping."""
     stop = threading.Event()
-    before = seconds_in("ba3c_sim_wait_seconds"), seconds_in("ba3c_sim_step_seconds")
+    before = seconds_in("ba3c_simulator_wait_seconds"), seconds_in("ba3c_simulator_step_seconds")
     with rpc.make_channel(address, token) as channel, stream.ActStream(channel, stop) as act:
         timer = threading.Timer(seconds, stop.set)
         start = time.perf_counter()
@@ -90,8 +90,8 @@ def grpc_leg(
     if split is not None and steps:
         split.append(
             {
-                "wait_ms": (seconds_in("ba3c_sim_wait_seconds") - before[0]) / steps * 1e3,
-                "step_ms": (seconds_in("ba3c_sim_step_seconds") - before[1]) / steps * 1e3,
+                "wait_ms": (seconds_in("ba3c_simulator_wait_seconds") - before[0]) / steps * 1e3,
+                "step_ms": (seconds_in("ba3c_simulator_step_seconds") - before[1]) / steps * 1e3,
             }
         )
     return steps * pool.num_envs / elapsed

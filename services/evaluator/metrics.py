@@ -17,19 +17,20 @@ from services.evaluator.stats import EvalResult
 log = structlog.get_logger()
 
 SCORE = prom.Gauge(
-    "ba3c_eval_score", "Unclipped score of the latest evaluation, by statistic.", ["stat"]
+    "ba3c_evaluator_score", "Unclipped score of the latest evaluation, by statistic.", ["stat"]
 )
 EPISODE_LENGTH = prom.Gauge(
-    "ba3c_eval_episode_length_steps", "Mean episode length of the latest evaluation."
+    "ba3c_evaluator_episode_length_steps", "Mean episode length of the latest evaluation."
 )
-VERSION = prom.Gauge("ba3c_eval_version", "Parameter version of the latest evaluation.")
+VERSION = prom.Gauge("ba3c_evaluator_version", "Parameter version of the latest evaluation.")
 ENV_FRAMES = prom.Gauge(
-    "ba3c_eval_env_frames", "Environment frames the latest evaluated parameters were trained on."
+    "ba3c_evaluator_env_frames",
+    "Environment frames the latest evaluated parameters were trained on.",
 )
-EVALUATIONS = prom.Counter("ba3c_evaluations_total", "Evaluations completed.")
-EPISODES = prom.Counter("ba3c_eval_episodes_total", "Evaluation episodes played.")
+EVALUATIONS = prom.Counter("ba3c_evaluator_evaluations_total", "Evaluations completed.")
+EPISODES = prom.Counter("ba3c_evaluator_episodes_total", "Evaluation episodes played.")
 DURATION = prom.Histogram(
-    "ba3c_eval_seconds",
+    "ba3c_evaluator_evaluation_seconds",
     "Wall time of one evaluation.",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
 )

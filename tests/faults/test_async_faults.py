@@ -61,7 +61,7 @@ def test_a_killed_simulator_pool_is_restarted_and_frames_flow_again(run):
         run.wait_progress(before, 60, "training to go on without simulator-0")
         run.restart("simulator-0")
         wait_for(
-            lambda: run.metrics("simulator-0").value("ba3c_sim_env_frames_total") > 0,
+            lambda: run.metrics("simulator-0").value("ba3c_simulator_env_frames_total") > 0,
             120,
             "the restarted pool to step its environments",
         )

@@ -84,7 +84,7 @@ def _rules_in(path) -> list[dict]:
 def test_every_dashboard_query_and_rule_parses_and_names_a_metric(prometheus):
     rules = prometheus.api.rules()
     assert {r["name"] for r in rules} >= {
-        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_simulator_env_frames:rate1m",
         "run:ba3c_learner_samples_trained:rate1m",
         "run:ba3c_learner_pushpull_seconds:p50_1m",
         "run:ba3c_learner_pushpull_seconds:p99_1m",
@@ -212,7 +212,9 @@ def test_monitor_refuses_bad_usage_in_one_line(tmp_path, args, message):
 def test_monitor_scrapes_the_run_and_stops_on_ctrl_c(tmp_path, processes):
     run_dir = RunDir(tmp_path / "watched-run").ensure()
     registry = prometheus_client.CollectorRegistry()
-    frames = prometheus_client.Counter("ba3c_sim_env_frames_total", "frames", registry=registry)
+    frames = prometheus_client.Counter(
+        "ba3c_simulator_env_frames_total", "frames", registry=registry
+    )
     frames.inc(1234)
     server, _ = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
@@ -235,7 +237,7 @@ def test_monitor_scrapes_the_run_and_stops_on_ctrl_c(tmp_path, processes):
         api = PrometheusAPI(url)
         labels = {"run": "watched-run", "role": "simulator", "index": "3", "job": "ba3c"}
         found = wait_for(
-            lambda: api.query("ba3c_sim_env_frames_total"),
+            lambda: api.query("ba3c_simulator_env_frames_total"),
             30,
             "Prometheus to scrape the run's simulator target",
         )

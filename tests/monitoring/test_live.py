@@ -110,9 +110,9 @@ def test_series_carry_run_role_index_and_nothing_is_renamed(live_run, prometheus
 def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
     api = prometheus.api
     positive = [
-        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_simulator_env_frames:rate1m",
         "run:ba3c_learner_samples_trained:rate1m",
-        "run:ba3c_sim_agent_steps:rate1m",
+        "run:ba3c_simulator_agent_steps:rate1m",
         "run_index:ba3c_learner_train_steps:rate1m",
         "run:ba3c_paramserver_pushes_applied:rate1m",
         "run:ba3c_learner_pushpull_seconds:p50_1m",
@@ -128,7 +128,7 @@ def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
         "staleness p99 to be recorded",
     )
     counters = [
-        "ba3c_sim_env_frames_total",
+        "ba3c_simulator_env_frames_total",
         "ba3c_learner_train_steps_total",
         "ba3c_learner_samples_trained_total",
         "ba3c_paramserver_version",
@@ -144,7 +144,9 @@ def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
 
         wait_for(moved, 30, f"every series of {expr} to grow")
     wait_for(
-        lambda: api.query('ba3c_eval_score{stat="mean"}'), 90, "an evaluation score to be scraped"
+        lambda: api.query('ba3c_evaluator_score{stat="mean"}'),
+        90,
+        "an evaluation score to be scraped",
     )
 
 

@@ -85,11 +85,13 @@ def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, proce
     assert all(r >= 0 for r in pool["returns"]) and all(n > 0 for n in pool["lengths"])
 
     m = scrape(run_dir, "simulator")
-    assert m.value("ba3c_sim_agent_steps_total") >= 4 * 300
-    assert m.value("ba3c_sim_env_frames_total") == 4 * m.value("ba3c_sim_agent_steps_total")
-    assert m.value("ba3c_sim_wait_seconds_count") >= 300
-    assert m.value("ba3c_sim_step_seconds_sum") > 0
-    assert m.value("ba3c_sim_connected") == 1
+    assert m.value("ba3c_simulator_agent_steps_total") >= 4 * 300
+    assert m.value("ba3c_simulator_env_frames_total") == 4 * m.value(
+        "ba3c_simulator_agent_steps_total"
+    )
+    assert m.value("ba3c_simulator_wait_seconds_count") >= 300
+    assert m.value("ba3c_simulator_step_seconds_sum") > 0
+    assert m.value("ba3c_simulator_connected") == 1
 
     assert sim.stop() == 0  # SIGTERM ends it cleanly
     assert not (run_dir.path / "targets" / "simulator-0.json").exists()
@@ -124,10 +126,10 @@ def test_pool_survives_its_learner_restarting(run_dir_factory, processes):
     # the pool keeps retrying while no learner is there
     def retried():
         m = scrape(run_dir, "simulator")
-        return m if m.value("ba3c_sim_stream_restarts_total") >= 2 else None
+        return m if m.value("ba3c_simulator_stream_restarts_total") >= 2 else None
 
     m = wait_for(retried, START, "the pool to retry")
-    assert m.value("ba3c_sim_connected") == 0
+    assert m.value("ba3c_simulator_connected") == 0
     assert sim.alive()
     start_learner(processes, run_dir, name="learner-second")  # a new port
     pool = pool_seen(run_dir, "simulator-0", requests=50)
@@ -143,7 +145,9 @@ def test_a_learner_breaking_the_contract_gets_a_fresh_stream(run_dir_factory, pr
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     pool = pool_seen(run_dir, "simulator-0", requests=40, streams=3)
     assert pool["errors"] == []
-    assert scrape(run_dir, "simulator").has("ba3c_sim_stream_restarts_total", reason="protocol")
+    assert scrape(run_dir, "simulator").has(
+        "ba3c_simulator_stream_restarts_total", reason="protocol"
+    )
     assert sim.alive()
     log = (run_dir.path / "logs" / "simulator-0.log").read_text()
     assert "ActResponse.actions has 1 entries, expected 2" in log

@@ -1,7 +1,7 @@
 """Reading a process's /metrics in tests and benchmarks: one scrape, one way to look up a value.
 
     scrape(run_dir, "learner", 0).value("ba3c_learner_train_steps_total")
-    scrape(run_dir, "evaluator").value("ba3c_eval_pulls_total", outcome="unchanged")
+    scrape(run_dir, "evaluator").value("ba3c_evaluator_pulls_total", outcome="unchanged")
 
 `value` sums every sample of that name whose labels include the given ones (0.0 when there is
 none), so a labelled counter can be read whole or by label; `has` tells a missing metric from
