@@ -38,7 +38,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from ba3c.rundir import atomic_file, checkpoint_files, checkpoint_name
+from ba3c.rundir import atomic_file, checkpoint_files, checkpoint_name, shard_checkpoint_dirs
 
 MAGIC = b"BA3CCKPT"
 FORMAT = 1
 _DIGEST = 32
-_SHARD_DIR = re.compile(r"^paramserver-(\d+)$")
 
 
 class CheckpointError(ValueError):
@@ -77,6 +75,7 @@ class Checkpoint:
 # The names are the run directory's (ba3c/rundir.py); these are the names used here.
 file_name = checkpoint_name
 list_files = checkpoint_files
+shard_directories = shard_checkpoint_dirs
 
 
 def _arrays(ckpt: Checkpoint) -> list[tuple[str, str | None, np.ndarray]]:
@@ -201,19 +200,6 @@ def newest(
             if quarantine:
                 path.replace(path.with_name(path.name + ".corrupt"))
     return None
-
-
-def shard_directories(path: str | os.PathLike[str]) -> dict[int, Path]:
-    """{shard index: folder} under a run directory or its checkpoints/ folder."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    if not path.is_dir():
-        return {}
-    found = {
-        int(m.group(1)): p for p in path.iterdir() if p.is_dir() and (m := _SHARD_DIR.match(p.name))
-    }
-    return dict(sorted(found.items()))
 
 
 def load_run_parameters(

@@ -49,9 +49,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
+        if not not_installed(e, module_name):
+            raise  # a bug in the command's code: its traceback says where
         print(f"ba3c {name}: not available in this installation ({e})", file=sys.stderr)
         return 2
     return int(getattr(module, func_name)(rest) or 0)
+
+
+def not_installed(error: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether importing `module_name` failed because something is not installed: a
+    third-party package (TensorFlow without the [cpu] extra), or the command's own module.
+    A module of ours that the command's code imports but that does not exist is a bug."""
+    missing = error.name or ""
+    if missing.split(".")[0] not in ("ba3c", "services"):
+        return True
+    return module_name == missing or module_name.startswith(missing + ".")
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -299,5 +299,5 @@ def configure_threads(threads: int) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
     except RuntimeError:
-        pass  # TensorFlow already initialised; keep its pools
+        pass  # TensorFlow already initialized; keep its pools
     return threads

@@ -43,7 +43,12 @@ class RunDirError(RuntimeError):
     """Something about the run directory that stops a service from starting."""
 
 
+class Stopped(RuntimeError):
+    """A wait ended because the process was asked to stop (not because time ran out)."""
+
+
 _CHECKPOINT = re.compile(r"^ckpt-(\d{12})\.ckpt$")
+_SHARD_CHECKPOINTS = re.compile(r"^paramserver-(\d+)$")
 
 
 @contextlib.contextmanager
@@ -119,6 +124,21 @@ def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
         return []
     found = [(v, p) for p in directory.iterdir() if (v := checkpoint_version(p)) is not None]
     return [p for _, p in sorted(found, reverse=True)]
+
+
+def shard_checkpoint_dirs(path: str | os.PathLike[str]) -> dict[int, Path]:
+    """{shard index: its checkpoint folder} under a run directory or its checkpoints/."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if not path.is_dir():
+        return {}
+    found = {
+        int(m.group(1)): p
+        for p in path.iterdir()
+        if p.is_dir() and (m := _SHARD_CHECKPOINTS.match(p.name))
+    }
+    return dict(sorted(found.items()))
 
 
 def fsync_dir(path: Path) -> None:
@@ -259,7 +279,7 @@ class RunDir:
     ) -> str:
         """Polls until addresses/ROLE-I exists; raises TimeoutError after `timeout` seconds.
 
-        `stop` may be a threading.Event: when it is set, waiting ends with TimeoutError.
+        `stop` may be a threading.Event: when it is set, waiting ends with `Stopped`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -270,7 +290,7 @@ class RunDir:
                 raise TimeoutError(f"{self.address_path(role, index)} did not appear in {timeout}s")
             if stop is not None:
                 if stop.wait(poll):
-                    raise TimeoutError("stopped while waiting for " + f"{role}-{index}")
+                    raise Stopped(f"stopped while waiting for {role}-{index}")
             else:
                 time.sleep(poll)
 

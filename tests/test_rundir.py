@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from ba3c import config as configuration
-from ba3c.rundir import RunDir, RunDirError, atomic_write, checkpoint_name, checkpoint_version
+from ba3c.rundir import (
+    RunDir,
+    RunDirError,
+    Stopped,
+    atomic_write,
+    checkpoint_name,
+    checkpoint_version,
+)
 
 
 def test_create_writes_config_and_a_private_secret_once(tmp_path):
@@ -106,6 +113,11 @@ def test_addresses_and_targets_are_published_and_listed(tmp_path):
     assert run_dir.wait_for_address("learner", 0, timeout=1) == "127.0.0.1:6000"
     with pytest.raises(TimeoutError):
         run_dir.wait_for_address("learner", 1, timeout=0.2)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped) as stopped:  # asked to stop: not a timeout
+        run_dir.wait_for_address("learner", 1, stop=stop)
+    assert not isinstance(stopped.value, TimeoutError)
 
     run_dir.write_target("learner", 0, "127.0.0.1:9100")
     entry = json.loads(run_dir.target_path("learner", 0).read_text())

@@ -3,7 +3,7 @@
 It registers with every paramserver shard as EVALUATOR and only ever pulls. An evaluation
 starts when the parameters moved since the previous one and either `eval_every` seconds
 have passed since that one started or the version advanced by `eval_every_versions`
-(if set); the first starts as soon as every shard is initialised. Each evaluation plays
+(if set); the first starts as soon as every shard is initialized. Each evaluation plays
 `eval_episodes` episodes (sampled or greedy actions, cut at `eval_max_steps`) and goes to
 RUN_DIR/eval.jsonl, TensorBoard (RUN_DIR/tensorboard/eval/), Prometheus and the log; with
 `--record_node` (or `--record`) its first episode is saved as an MP4 in RUN_DIR/videos/.

@@ -1,5 +1,5 @@
-"""Where an evaluation's result goes besides TensorBoard: RUN_DIR/eval.jsonl, Prometheus
-and the structured log.
+"""The evaluator's metrics, and where an evaluation's result goes besides TensorBoard:
+Prometheus, the structured log and RUN_DIR/eval.jsonl.
 
 eval.jsonl holds one JSON object per line, one line per evaluation, written and read through
 `RunDir` (`append_evaluation`, `evaluations`); the fields are those of `EvalResult.record()`

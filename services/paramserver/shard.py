@@ -33,9 +33,9 @@ GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
 
 
 class ShardError(Exception):
-    """A refused call; `code` is the name of the gRPC status code to answer with."""
+    """A refused call; each subclass's `code` is the name of the gRPC status code to answer with."""
 
-    code = "INVALID_ARGUMENT"
+    code: str
 
 
 class InvalidArgument(ShardError):
@@ -229,17 +229,17 @@ class Shard:
             if self.initialized:
                 return (
                     False,
-                    f"already initialised at version {self.version} ({self.initialized_by})",
+                    f"already initialized at version {self.version} ({self.initialized_by})",
                     self.version,
                 )
             self._install(arrays)
             self.initialized_by = f"by {client_id or 'an anonymous client'}"
             size = sum(a.size for a in arrays.values())
             message = (
-                f"initialised with {len(arrays)} variables ({size} parameters) "
+                f"initialized with {len(arrays)} variables ({size} parameters) "
                 f"{self.initialized_by}"
             )
-            log.info("shard initialised", client=client_id, variables=len(arrays), parameters=size)
+            log.info("shard initialized", client=client_id, variables=len(arrays), parameters=size)
             return True, message, self.version
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -298,7 +298,7 @@ class Shard:
             raise ShuttingDown("the shard is shutting down; retry when it is back")
         if not self.initialized:
             raise NotInitialized(
-                "the shard is not initialised yet: learner 0 must call Initialize first"
+                "the shard is not initialized yet: learner 0 must call Initialize first"
             )
 
     def push(
@@ -433,7 +433,7 @@ class Shard:
         with self._cond:
             if not self.initialized:
                 raise NotInitialized(
-                    "the shard is not initialised yet: learner 0 must call Initialize first"
+                    "the shard is not initialized yet: learner 0 must call Initialize first"
                 )
             if have_version == self.version:
                 return wire.pull_reply(self.version, self.env_frames, None)

@@ -1,5 +1,5 @@
 """Playing the learner's part for the evaluator's tests: real paramserver shards,
-initialised with parameters whose score we know, plus readers for what the evaluator wrote.
+initialized with parameters whose score we know, plus readers for what the evaluator wrote.
 
 The known parameters make the mlp model a CartPole controller (push towards the side the
 pole falls to: 3*angle + angular velocity), sampled with a moderate temperature, so the
@@ -58,7 +58,7 @@ def stub(run_dir, k: int) -> ps_grpc.ParameterServerStub:
 
 
 def initialize(run_dir, cfg, weights) -> None:
-    """Splits `weights` with the shared assignment and initialises every shard with them."""
+    """Splits `weights` with the shared assignment and initializes every shard with them."""
     assignment = models.assignment(cfg, build_model(cfg))
     for k, pieces in enumerate(assignment.split(weights)):
         reply = stub(run_dir, k).Initialize(

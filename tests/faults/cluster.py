@@ -166,7 +166,7 @@ class Cluster:
 
     def wait_training(self, timeout: float = STARTUP_SECONDS) -> Progress:
         """Waits until the run trains: two successive advances of versions and frames."""
-        first = self.wait_progress(None, timeout, "the shards to be initialised")
+        first = self.wait_progress(None, timeout, "the shards to be initialized")
         return self.wait_progress(first, timeout, "versions and frames to advance")
 
     def metrics(self, name: str) -> Metrics:

@@ -183,8 +183,8 @@ def test_sigterm_stops_everything_and_says_where_the_run_is(tmp_path):
         )
         wait_for(
             lambda: (
-                "versions 0:" in proc.output()
-                and "versions 0:0 " not in proc.output().splitlines()[-1]
+                "parameter version " in proc.output()
+                and "parameter version 0 " not in proc.output().splitlines()[-1]
             ),
             120,
             "training to advance",

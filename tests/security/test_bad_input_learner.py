@@ -69,7 +69,7 @@ def learner(tmp_path_factory):
     )
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
-        cluster.wait_progress(None, 180, "the shard to be initialised")
+        cluster.wait_progress(None, 180, "the shard to be initialized")
         yield Learner(cluster)
     finally:
         cluster.stop_all()

@@ -73,7 +73,7 @@ def learner(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("flood"), queue_size=QUEUE, batch_size=64)
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
-        cluster.wait_progress(None, 180, "the shard to be initialised")
+        cluster.wait_progress(None, 180, "the shard to be initialized")
         address = wait_for(
             lambda: cluster.run_dir.read_address("learner", 0), 180, "the learner's address"
         )
