@@ -16,8 +16,8 @@ record, they never build one. Every file that another process may read while it 
 is either replaced whole through `atomic_file` (write a temporary file beside it, fsync,
 rename or link it into place, fsync the folder: config.toml, secret, addresses, targets,
 checkpoints, TLS files), so a reader sees the old file or the new one, never half of one;
-or appended one line per write(2) (eval.jsonl, logs), and readers skip a last line that is
-not yet complete.
+or only ever appended to, line by line (eval.jsonl with one write(2) per line, the logs),
+and readers skip a last line that is not complete yet.
 """
 
 from __future__ import annotations
