@@ -60,7 +60,7 @@ protos: setup
 		protos/ba3c/v1/*.proto
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 # Each container recipe's %post and %test in a Debian root filesystem under bubblewrap
 # (Apptainer cannot be installed here). Not part of `make test`: minutes and downloads.

@@ -38,9 +38,7 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from ba3c.rundir import fsync_dir
+from ba3c.rundir import atomic_file, checkpoint_files, checkpoint_name, shard_checkpoint_dirs
 
 MAGIC = b"BA3CCKPT"
 FORMAT = 1
 _DIGEST = 32
-_NAME = re.compile(r"^ckpt-(\d{12})\.ckpt$")
-_SHARD_DIR = re.compile(r"^paramserver-(\d+)$")
 
 
 class CheckpointError(ValueError):
@@ -76,17 +72,10 @@ class Checkpoint:
     path: Path | None = None
 
 
-def file_name(version: int) -> str:
-    return f"ckpt-{version:012d}.ckpt"
-
-
-def list_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """Checkpoint files in `directory`, newest (highest version) first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+# The names are the run directory's (ba3c/rundir.py); these are the names used here.
+file_name = checkpoint_name
+list_files = checkpoint_files
+shard_directories = shard_checkpoint_dirs
 
 
 def _arrays(ckpt: Checkpoint) -> list[tuple[str, str | None, np.ndarray]]:
@@ -128,30 +117,17 @@ def save(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: int = 3) -> 
         }
     ).encode()
     target = directory / file_name(ckpt.version)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            digest = hashlib.sha256()
-            for chunk in (
-                MAGIC,
-                struct.pack("<Q", len(header)),
-                header,
-                *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays),
-            ):
-                digest.update(chunk)
-                f.write(chunk)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)
+    with atomic_file(target) as f:
+        digest = hashlib.sha256()
+        for chunk in (
+            MAGIC,
+            struct.pack("<Q", len(header)),
+            header,
+            *(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays),
+        ):
+            digest.update(chunk)
+            f.write(chunk)
+        f.write(digest.digest())
     for old in list_files(directory)[max(1, keep) :]:
         old.unlink(missing_ok=True)
     return target
@@ -224,19 +200,6 @@ def newest(
             if quarantine:
                 path.replace(path.with_name(path.name + ".corrupt"))
     return None
-
-
-def shard_directories(path: str | os.PathLike[str]) -> dict[int, Path]:
-    """{shard index: folder} under a run directory or its checkpoints/ folder."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    if not path.is_dir():
-        return {}
-    found = {
-        int(m.group(1)): p for p in path.iterdir() if p.is_dir() and (m := _SHARD_DIR.match(p.name))
-    }
-    return dict(sorted(found.items()))
 
 
 def load_run_parameters(

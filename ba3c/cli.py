@@ -22,10 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulator": ("services.simulator.main:main", "Step a pool of environments for a learner."),
     "evaluator": ("services.evaluator.main:main", "Evaluate and record while a run trains."),
     "evaluate": ("services.evaluator.offline:main", "Evaluate a saved checkpoint, no cluster."),
-    "monitor": ("ba3c.monitor:main", "Start a local Prometheus watching a run."),
-    "report": ("ba3c.report:main", "Plot a run's scores, speed and losses to PNG files."),
+    "monitor": ("ba3c.tools.monitor:main", "Start a local Prometheus watching a run."),
+    "report": ("ba3c.tools.report:main", "Plot a run's scores, speed and losses to PNG files."),
     "conformance": (
-        "ba3c.conformance.main:main",
+        "ba3c.tools.conformance.main:main",
         "Check an implementation of a role against the contract.",
     ),
     "init-run": ("ba3c.cli:init_run", "Create a run directory: config.toml and secret."),
@@ -53,9 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
+        if not not_installed(e, module_name):
+            raise  # a bug in the command's code: its traceback says where
         print(f"ba3c {name}: not available in this installation ({e})", file=sys.stderr)
         return 2
     return int(getattr(module, func_name)(rest) or 0)
+
+
+def not_installed(error: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether importing `module_name` failed because something is not installed: a
+    third-party package (TensorFlow without the [cpu] extra), or the command's own module.
+    A module of ours that the command's code imports but that does not exist is a bug."""
+    missing = error.name or ""
+    if missing.split(".")[0] not in ("ba3c", "services"):
+        return True
+    return module_name == missing or module_name.startswith(missing + ".")
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:

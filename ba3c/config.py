@@ -40,6 +40,8 @@ def knob(default: Any, help: str, *aliases: str, choices: Sequence[Any] | None =
 
 @dataclass
 class RunConfig:
+    """What is trained, and the run's name and seed."""
+
     name: str = knob("ba3c", "Name of the run; the run directory is named after it.")
     env: str = knob(
         "ALE/Breakout-v5",
@@ -67,6 +69,8 @@ class RunConfig:
 
 @dataclass
 class EnvConfig:
+    """How environment frames become observations (Atari preprocessing)."""
+
     frame_skip: int = knob(4, "Emulator frames per agent step (max-pooled over the last two).")
     noop_max: int = knob(30, "Up to this many no-op actions at the start of each episode.")
     frame_size: int = knob(84, "Observations are resized to frame_size x frame_size.")
@@ -88,6 +92,8 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
+    """The policy/value network."""
+
     model: str = knob(
         "auto",
         "Network: nature (Nature-DQN CNN), tensorpack (tensorpack's A3C CNN, SAME "
@@ -119,6 +125,8 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The optimizer the parameter-server shards apply, and its learning rate."""
+
     optimizer: str = knob(
         "adam",
         "Optimizer applied on the parameter servers.",
@@ -142,6 +150,8 @@ class OptimizerConfig:
 
 @dataclass
 class ParamServerConfig:
+    """Parameter-server shards: how many, sync or async, leases, checkpoints."""
+
     ps: int = knob(1, "Number of parameter-server shards.")
     use_sync: bool = knob(
         False, "Synchronous mode: average the pushes of replicas_to_aggregate learners per step."
@@ -164,6 +174,8 @@ class ParamServerConfig:
 
 @dataclass
 class LearnerConfig:
+    """Learners: batches, the A3C loss, batched inference, TensorFlow threads."""
+
     learners: int = knob(1, "Number of learner processes.")
     batch_size: int = knob(128, "Transitions per training batch.", "-b")
     t_max: int = knob(5, "Steps per environment before an n-step return is computed.")
@@ -190,6 +202,8 @@ class LearnerConfig:
 
 @dataclass
 class SimulatorConfig:
+    """Simulator pools: how many, environments and emulator threads each."""
+
     pools: int = knob(1, "Number of simulator pools (processes).")
     simulator_procs: int = knob(16, "Environments stepped together by one pool.")
     sim_threads: int = knob(0, "Emulator threads per pool (0 = one per core, at most one per env).")
@@ -197,6 +211,8 @@ class SimulatorConfig:
 
 @dataclass
 class EvaluatorConfig:
+    """The evaluator: when and how it evaluates, and what it records."""
+
     eval_node: bool = knob(True, "Run the evaluator (the seed's --eval_node).")
     record_node: bool = knob(False, "Record a video of each evaluation (the seed's --record_node).")
     eval_every: float = knob(60.0, "Seconds between evaluations.")
@@ -211,6 +227,8 @@ class EvaluatorConfig:
 
 @dataclass
 class NetConfig:
+    """Networking: bind address, message size, deadlines, metrics, TLS."""
+
     host: str = knob(
         "", "Address servers bind to (empty: the node's hostname under Slurm, else 127.0.0.1)."
     )
@@ -406,12 +424,18 @@ def apply_environ(cfg: Config, environ: Mapping[str, str]) -> None:
             _set(cfg, k, parse_value(k, environ[k.env_var], f"environment {k.env_var}"))
 
 
+def _description(section: type) -> str | None:
+    """The first line of a section's own docstring (not the signature dataclass makes up)."""
+    doc = section.__doc__ or ""
+    return None if doc.startswith(section.__name__ + "(") else doc.split("\n")[0] or None
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds one flag per knob. Flags default to None so that unset flags override nothing."""
     hints = typing.get_type_hints(Config)
     for section in dataclasses.fields(Config):
         group = parser.add_argument_group(
-            f"{section.name} options", (hints[section.name].__doc__ or "").split("\n")[0]
+            f"{section.name} options", _description(hints[section.name])
         )
         for k in (k for k in knobs() if k.section == section.name):
             default = k.default

@@ -31,7 +31,6 @@ plays whole games with unclipped rewards, and can hand out full-resolution RGB f
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 
 import ale_py
@@ -41,6 +40,7 @@ import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
 from ba3c.config import Config
+from ba3c.machine import available_cores
 
 gym.register_envs(ale_py)
 
@@ -211,11 +211,7 @@ def default_threads(num_envs: int, configured: int = 0) -> int:
     """Emulator threads: the configured number, else one per core, at most one per env."""
     if configured > 0:
         return configured
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(num_envs, cores))
+    return max(1, min(num_envs, available_cores()))
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from ba3c.config import Config
+from ba3c.machine import available_cores
 from ba3c.sharding import Assignment
 
 FC_KERNEL = "fc/kernel"
@@ -353,14 +354,15 @@ def act(
 def configure_threads(threads: int) -> int:
     """Sets TensorFlow's thread pools; call before any TensorFlow op runs.
 
-    0 means the cores Slurm gives the task (SLURM_CPUS_PER_TASK), else all cores.
+    0 means the cores Slurm gives the task (SLURM_CPUS_PER_TASK), else the cores this process
+    may run on (its CPU affinity).
     Returns the count used.
     """
     if threads <= 0:
-        threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (os.cpu_count() or 1)
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or available_cores()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
     except RuntimeError:
-        pass  # TensorFlow already initialised; keep its pools
+        pass  # TensorFlow already initialized; keep its pools
     return threads

@@ -2,8 +2,10 @@
 
 Servers are built by `make_server` (message limits, keepalive, the standard health
 service, the token interceptor, a cap on concurrent RPCs); clients by `make_channel` (the
-same limits, keepalive, the token on every call, and a retry policy for UNAVAILABLE taken
-from gRPC's service config rather than hand-written loops). Services never construct
+same limits, keepalive, the token on every call, and gRPC's own retry of a single call that
+failed with UNAVAILABLE, from the service config). Waiting longer than that retry does, e.g.
+for a shard that restarts at a new address, is the paramserver client's job, with backoff
+and a deadline. Services never construct
 `grpc.server` or `grpc.insecure_channel` themselves.
 
 The token travels in the metadata key "authorization" as "Bearer <token>" and is compared

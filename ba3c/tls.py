@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 import stat
-import tempfile
 from pathlib import Path
 
 import grpc
@@ -35,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ba3c.rundir import RunDir, RunDirError, atomic_write, fsync_dir
+from ba3c.rundir import RunDir, RunDirError, atomic_write
 
 CA_BUNDLE = "ca.pem"  # key + certificate, 0600
 CA_CERT = "ca.crt"  # certificate only
@@ -159,21 +157,8 @@ class RunTLS:
         created = False
         if not self.bundle_path.exists():
             key, cert = new_ca(self.run_dir.path.name)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".ca.", suffix=".tmp")
-            try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(key + cert)
-                    f.flush()
-                    os.fsync(f.fileno())
-                try:
-                    os.link(tmp, self.bundle_path)  # atomic, and fails if another won
-                    created = True
-                except FileExistsError:
-                    pass
-            finally:
-                os.unlink(tmp)
-            fsync_dir(self.folder)
+            # linked into place: atomic, and only one of several racing starters wins
+            created = atomic_write(self.bundle_path, key + cert, mode=0o600, exclusive=True)
         if not self.cert_path.exists():
             atomic_write(self.cert_path, self._load()[1], mode=0o644)
         return created

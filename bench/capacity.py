@@ -1,6 +1,6 @@
 """Paramserver capacity: N synthetic learners pushing as fast as they can against one shard.
 
-    .venv/bin/python bench/capacity.py [--learners 1 2 4 8 16] [--modes async sync]
+    .venv/bin/python -m bench.capacity [--learners 1 2 4 8 16] [--modes async sync]
         [--seconds 3] [--repeats 3] [--warmup 1] [--model nature|tensorpack|tiny]
         [--fc_neurons 512] [--of_shards 1] [--grad_dtype float32|bfloat16]
 
@@ -41,16 +41,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ba3c import rpc, tensors  # noqa: E402
-from ba3c.rundir import RunDir  # noqa: E402
-from ba3c.sharding import Assignment  # noqa: E402
-from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
-from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
-from bench.common import (  # noqa: E402
+from ba3c import rpc, tensors
+from ba3c.rundir import RunDir
+from ba3c.sharding import Assignment
+from ba3c.v1 import paramserver_pb2 as pb
+from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
+from bench.common import (
     RESULTS,
+    ROOT,
     fmt,
     machine,
     markdown,
@@ -59,23 +57,10 @@ from bench.common import (  # noqa: E402
     spread,
     stop_process_groups,
 )
-from tests.support import ba3c_command, make_run_dir  # noqa: E402
+from tests.support import ba3c_command, make_run_dir
+from tests.support.models import NATURE_CNN
 
 PUSHPULL = "/ba3c.v1.ParameterServer/PushPull"
-NATURE_CNN = [  # as in bench/paramserver.py and ba3c/models.py (84x84x4 input, 4 actions)
-    ("conv1/kernel", (8, 8, 4, 32)),
-    ("conv1/bias", (32,)),
-    ("conv2/kernel", (4, 4, 32, 64)),
-    ("conv2/bias", (64,)),
-    ("conv3/kernel", (3, 3, 64, 64)),
-    ("conv3/bias", (64,)),
-    ("fc/kernel", (3136, 512)),
-    ("fc/bias", (512,)),
-    ("policy/kernel", (512, 4)),
-    ("policy/bias", (4,)),
-    ("value/kernel", (512, 1)),
-    ("value/bias", (1,)),
-]
 TINY = [("fc/kernel", (32, 16)), ("fc/bias", (16,)), ("value/kernel", (16, 1))]
 
 
@@ -201,7 +186,7 @@ class Learners:
         log = open(log_path, "ab")  # noqa: SIM115
         self.procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--learner", str(spec_path), str(i)],
+                [sys.executable, "-m", "bench.capacity", "--learner", str(spec_path), str(i)],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -445,7 +430,7 @@ def main(argv=None) -> int:
     print(table(rows))
     report = {
         "benchmark": "paramserver capacity: N synthetic learners against one shard",
-        "command": "python bench/capacity.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench.capacity " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.model,
         "of_shards": args.of_shards,
         "fc_neurons": args.fc_neurons,

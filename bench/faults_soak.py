@@ -1,6 +1,6 @@
 """Fault soak: one training run, a random fault every few seconds, for minutes on end.
 
-    .venv/bin/python bench/faults_soak.py [--minutes 10] [--every 20] [--seed 0] [--sync]
+    .venv/bin/python -m bench.faults_soak [--minutes 10] [--every 20] [--seed 0] [--sync]
 
 The CI fault suite (tests/faults/) injects each kind of fault once; this keeps doing it.
 It starts the same small CartPole run the suite uses (1 shard, 2 learners, 2 pools, the
@@ -28,11 +28,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import RESULTS, fmt, machine, spread  # noqa: E402
-from tests.faults.cluster import Cluster  # noqa: E402
+from bench.common import RESULTS, fmt, machine, spread
+from tests.faults.cluster import Cluster
 
 VICTIMS = ["paramserver-0", "learner-0", "learner-1", "simulator-0", "simulator-1", "evaluator-0"]
 

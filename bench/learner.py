@@ -14,7 +14,7 @@ from other processes on a shared machine weighs on both sides of the ratio alike
 load average is recorded too). Prints a Markdown table and writes
 bench/results/learner.json.
 
-    .venv/bin/python bench/learner.py [--env ALE/Breakout-v5] [--seconds 20] [--pools 1]
+    .venv/bin/python -m bench.learner [--env ALE/Breakout-v5] [--seconds 20] [--pools 1]
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ba3c import envs, models  # noqa: E402
-from ba3c.config import Config  # noqa: E402
-from tests.support import Process, ba3c_command, make_run_dir, wait_for  # noqa: E402
+from ba3c import envs, models
+from ba3c.config import Config
+from bench.common import ROOT
+from tests.support import Process, ba3c_command, make_run_dir, wait_for
+from tests.support.metrics import scrape_address
 
 
 def rate(fn, samples_per_call: int, seconds: float, warmup: int = 3) -> float:
@@ -82,9 +79,7 @@ def raw_rates(cfg: Config, batch: int, predict_batch: int, seconds: float) -> di
 
 
 def counter(address: str, name: str) -> float:
-    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    return scrape_address(address, timeout=5).value(name)
 
 
 def end_to_end(

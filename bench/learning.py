@@ -1,7 +1,7 @@
 """Learning speed: evaluation score against environment frames and wall-clock of a real run.
 
-    .venv/bin/python bench/learning.py --env PongNoFrameskip-v4 --minutes 60 [-- TRAIN FLAGS]
-    .venv/bin/python bench/learning.py --from-run runs/RUN_DIR      (summarise a finished run)
+    .venv/bin/python -m bench.learning --env PongNoFrameskip-v4 --minutes 60 [-- TRAIN FLAGS]
+    .venv/bin/python -m bench.learning --from-run runs/RUN_DIR      (summarise a finished run)
 
 Runs `ba3c train --minutes M -e ENV --plain` (any flags after `--` are passed on, e.g.
 `-- --pools 2 --eval_every 120`) in a new run directory (kept, under runs/ unless
@@ -23,25 +23,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import RESULTS, machine, markdown  # noqa: E402
-from tests.support import ba3c_command  # noqa: E402
+from ba3c.rundir import RunDir
+from bench.common import RESULTS, ROOT, machine, markdown
+from tests.support import ba3c_command
 
 
 def read_curve(run_dir: Path, started: float) -> list[dict]:
     """One point per complete line of RUN_DIR/eval.jsonl; `started` is the run's start
     (Unix seconds)."""
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
     points = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written as we read
+    for record in RunDir(run_dir).evaluations():
         points.append(
             {
                 "minutes": round((record["time"] - started) / 60, 3),

@@ -1,6 +1,6 @@
 """PushPull latency of the parameter server next to a raw gRPC round trip of the same bytes.
 
-    .venv/bin/python bench/paramserver.py [--shards 1 2 4] [--repeats 5] [--steps 20]
+    .venv/bin/python -m bench.paramserver [--shards 1 2 4] [--repeats 5] [--steps 20]
 
 The model is the Nature CNN (conv 8x8x4x32, 4x4x32x64, 3x3x64x64, fc 3136x512, policy
 512x4, value 512x1, biases: 1.69M float32 parameters), split over K shards (the fc kernel
@@ -47,31 +47,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ba3c import config as configuration
+from ba3c import rpc, tensors
+from ba3c.rundir import RunDir
+from ba3c.sharding import Assignment
+from ba3c.v1 import paramserver_pb2 as pb
+from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
+from bench.common import ROOT, stop_process_groups
+from tests.support.models import NATURE_CNN
 
-from ba3c import config as configuration  # noqa: E402
-from ba3c import rpc, tensors  # noqa: E402
-from ba3c.rundir import RunDir  # noqa: E402
-from ba3c.sharding import Assignment  # noqa: E402
-from ba3c.v1 import paramserver_pb2 as pb  # noqa: E402
-from ba3c.v1 import paramserver_pb2_grpc as pb_grpc  # noqa: E402
-from bench.common import stop_process_groups  # noqa: E402
-
-NATURE_CNN = [
-    ("conv1/kernel", (8, 8, 4, 32)),
-    ("conv1/bias", (32,)),
-    ("conv2/kernel", (4, 4, 32, 64)),
-    ("conv2/bias", (64,)),
-    ("conv3/kernel", (3, 3, 64, 64)),
-    ("conv3/bias", (64,)),
-    ("fc/kernel", (3136, 512)),
-    ("fc/bias", (512,)),
-    ("policy/kernel", (512, 4)),
-    ("policy/bias", (4,)),
-    ("value/kernel", (512, 1)),
-    ("value/bias", (1,)),
-]
 ECHO_METHOD = "/bench.Echo/Echo"
 RESULTS = ROOT / "bench" / "results" / "paramserver.json"
 
@@ -136,7 +120,14 @@ class Servers:
             )
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, __file__, "--echo", str(run_dir.path), str(k)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.paramserver",
+                        "--echo",
+                        str(run_dir.path),
+                        str(k),
+                    ],
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -405,7 +396,7 @@ def main(argv=None) -> int:
         print(f"  {name:<32} {ms:>7}")
     report = {
         "benchmark": "paramserver PushPull vs raw gRPC, Nature CNN 1.69M parameters",
-        "command": "python bench/paramserver.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.paramserver " + " ".join(sys.argv[1:]),
         "repeats": args.repeats,
         "steps_per_repeat": args.steps,
         "parameters": int(sum(np.prod(s) for _, s in NATURE_CNN)),

@@ -1,6 +1,6 @@
 """`make bench`: the quick variant of every benchmark, then one table of targets.
 
-    .venv/bin/python bench/run_all.py [--only learner paramserver capacity simulator]
+    .venv/bin/python -m bench.run_all [--only learner paramserver capacity simulator]
                                       [--summarise-only]
 
 Runs each benchmark script as its own process (one after the other, so that they do not
@@ -22,10 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import RESULTS, fmt, machine, markdown  # noqa: E402
+from bench.common import RESULTS, ROOT, fmt, machine, markdown
 
 # name -> the quick variant's arguments (a few minutes in all on 2 cores)
 QUICK = {
@@ -39,7 +36,7 @@ TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90}
 
 def run(name: str) -> dict:
     """Runs bench/NAME.py's quick variant; returns what happened around it."""
-    command = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *QUICK[name]]
+    command = [sys.executable, "-m", f"bench.{name}", *QUICK[name]]
     print(f"\n## {name}: {' '.join(command[1:])}\n", flush=True)
     before, started = machine(), time.monotonic()
     code = subprocess.call(command, cwd=ROOT)

@@ -1,6 +1,6 @@
 """Benchmark: raw vectorised stepping vs the same pool streaming to a learner over gRPC.
 
-    .venv/bin/python bench/simulator.py [--envs 16] [--repeats 5] [--seconds 3]
+    .venv/bin/python -m bench.simulator [--envs 16] [--repeats 5] [--seconds 3]
                                         [--env ALE/Breakout-v5] [--profile]
 
 In one run and one process, for each pool size N it alternates two legs, `--repeats`
@@ -34,13 +34,11 @@ import numpy as np
 import structlog
 from prometheus_client import REGISTRY
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ba3c import envs, rpc  # noqa: E402
-from ba3c.config import Config  # noqa: E402
-from ba3c.rundir import RunDir  # noqa: E402
-from services.simulator import stream  # noqa: E402
+from ba3c import envs, rpc
+from ba3c.config import Config
+from ba3c.rundir import RunDir
+from bench.common import ROOT
+from services.simulator import stream
 
 TARGET = 0.90
 
@@ -82,7 +80,7 @@ def grpc_leg(
     """Agent steps/s of the service's streaming loop; appends to `split` the mean ms per
     pool step spent waiting for actions and stepping."""
     stop = threading.Event()
-    before = seconds_in("ba3c_sim_wait_seconds"), seconds_in("ba3c_sim_step_seconds")
+    before = seconds_in("ba3c_simulator_wait_seconds"), seconds_in("ba3c_simulator_step_seconds")
     with rpc.make_channel(address, token) as channel, stream.ActStream(channel, stop) as act:
         timer = threading.Timer(seconds, stop.set)
         start = time.perf_counter()
@@ -92,8 +90,8 @@ def grpc_leg(
     if split is not None and steps:
         split.append(
             {
-                "wait_ms": (seconds_in("ba3c_sim_wait_seconds") - before[0]) / steps * 1e3,
-                "step_ms": (seconds_in("ba3c_sim_step_seconds") - before[1]) / steps * 1e3,
+                "wait_ms": (seconds_in("ba3c_simulator_wait_seconds") - before[0]) / steps * 1e3,
+                "step_ms": (seconds_in("ba3c_simulator_step_seconds") - before[1]) / steps * 1e3,
             }
         )
     return steps * pool.num_envs / elapsed

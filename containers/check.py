@@ -25,7 +25,6 @@ downloads a few hundred MB the first time (kept under --work).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -37,6 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script by the host's python3 (`make containers-check`), outside the virtual
+# environment: ba3c.rundir needs only the standard library.
+sys.path.insert(0, str(ROOT))
+from ba3c.rundir import RunDir  # noqa: E402
+
 CONTAINERS = ROOT / "containers"
 SERVICES = ("paramserver", "learner", "simulator", "evaluator")
 SECTION = re.compile(r"^%(\w+)\b(.*)$")
@@ -289,14 +293,12 @@ SMOKE_FLAGS = [
 
 
 def newest_version(run_dir: Path) -> int:
-    names = (run_dir / "checkpoints" / "paramserver-0").glob("ckpt-*.ckpt")
-    return max((int(p.name[5:17]) for p in names), default=-1)
+    version = RunDir(run_dir).newest_checkpoint_version(0)
+    return -1 if version is None else version
 
 
 def evaluated_versions(run_dir: Path) -> list[int]:
-    path = run_dir / "eval.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(x)["version"] for x in lines if x.strip()]
+    return [record["version"] for record in RunDir(run_dir).evaluations()]
 
 
 def smoke_run(rootfs: dict[str, Path], work: Path, log, timeout: float = 300) -> str:

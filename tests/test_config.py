@@ -147,6 +147,17 @@ def test_every_knob_is_documented_in_help():
         assert k.help.split()[0] in out
 
 
+def test_each_group_of_flags_says_what_it_holds():
+    parser = argparse.ArgumentParser()
+    configuration.add_flags(parser)
+    groups = {g.title: g.description for g in parser._action_groups if g.title.endswith(" options")}
+    assert set(groups) >= {f"{s} options" for s in ("run", "paramserver", "learner", "net")}
+    for title, description in groups.items():
+        if title == "options":
+            continue
+        assert description and "Config(" not in description and "=" not in description, title
+
+
 def test_bad_flag_value_is_one_line_not_a_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "ba3c.cli", "config", "--lr", "fast"], capture_output=True, text=True

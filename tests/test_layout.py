@@ -46,6 +46,26 @@ def test_no_service_imports_another_service(service):
                 )
 
 
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_neither_services_nor_the_core_import_the_tools():
+    """ba3c/tools/ (report, monitor) sits on top of the core; nothing below it uses it."""
+    paths = [*(ROOT / "services").rglob("*.py"), *(ROOT / "ba3c").rglob("*.py")]
+    for path in paths:
+        if (ROOT / "ba3c" / "tools") in path.parents:
+            continue
+        for name in _imports(path):
+            assert not name.startswith("ba3c.tools"), f"{path.relative_to(ROOT)} imports {name}"
+
+
 def test_generated_protobuf_code_is_up_to_date(tmp_path):
     protos = sorted((ROOT / "protos" / "ba3c").rglob("*.proto"))  # grpc/health: shipped only
     subprocess.run(

@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from ba3c import config as configuration
-from ba3c.rundir import RunDir, RunDirError, atomic_write
+from ba3c.rundir import (
+    RunDir,
+    RunDirError,
+    Stopped,
+    atomic_write,
+    checkpoint_name,
+    checkpoint_version,
+)
 
 
 def test_create_writes_config_and_a_private_secret_once(tmp_path):
@@ -76,6 +83,41 @@ def test_atomic_write_never_shows_a_partial_file(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_an_exclusive_write_keeps_what_the_first_writer_wrote(tmp_path):
+    path = tmp_path / "config.toml"
+    assert atomic_write(path, "first", exclusive=True) is True
+    assert atomic_write(path, "second", exclusive=True) is False
+    assert path.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temp left
+
+
+def test_racing_starters_write_one_whole_config(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(run_dir.create(configuration.Config())))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert run_dir.config_path.read_text() == configuration.to_toml(configuration.Config())
+
+
+def test_checkpoint_names_are_parsed_in_one_place(tmp_path):
+    run_dir = RunDir(tmp_path)
+    assert run_dir.checkpoint_files(0) == [] and run_dir.newest_checkpoint_version(0) is None
+    folder = run_dir.checkpoints(0)
+    folder.mkdir(parents=True)
+    for name in (checkpoint_name(7), checkpoint_name(12), "ckpt-12.ckpt", checkpoint_name(3)):
+        (folder / name).write_bytes(b"")
+    (folder / (checkpoint_name(99) + ".corrupt")).write_bytes(b"")
+    assert [checkpoint_version(p) for p in run_dir.checkpoint_files(0)] == [12, 7, 3]
+    assert run_dir.newest_checkpoint_version(0) == 12
+
+
 def test_addresses_and_targets_are_published_and_listed(tmp_path):
     run_dir = RunDir(tmp_path / "r").ensure()
     run_dir.write_address("paramserver", 1, "127.0.0.1:5001")
@@ -85,6 +127,11 @@ def test_addresses_and_targets_are_published_and_listed(tmp_path):
     assert run_dir.wait_for_address("learner", 0, timeout=1) == "127.0.0.1:6000"
     with pytest.raises(TimeoutError):
         run_dir.wait_for_address("learner", 1, timeout=0.2)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped) as stopped:  # asked to stop: not a timeout
+        run_dir.wait_for_address("learner", 1, stop=stop)
+    assert not isinstance(stopped.value, TimeoutError)
 
     run_dir.write_target("learner", 0, "127.0.0.1:9100")
     entry = json.loads(run_dir.target_path("learner", 0).read_text())

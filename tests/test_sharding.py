@@ -4,21 +4,9 @@ import numpy as np
 import pytest
 
 from ba3c.sharding import Assignment, join_by_names
+from tests.support.models import NATURE_CNN
 
-NATURE = [
-    ("conv1/kernel", (8, 8, 4, 32)),
-    ("conv1/bias", (32,)),
-    ("conv2/kernel", (4, 4, 32, 64)),
-    ("conv2/bias", (64,)),
-    ("conv3/kernel", (3, 3, 64, 64)),
-    ("conv3/bias", (64,)),
-    ("fc/kernel", (3136, 512)),
-    ("fc/bias", (512,)),
-    ("policy/kernel", (512, 4)),
-    ("policy/bias", (4,)),
-    ("value/kernel", (512, 1)),
-    ("value/bias", (1,)),
-]
+NATURE = NATURE_CNN
 
 
 def test_same_inputs_give_the_same_assignment():

@@ -21,7 +21,7 @@ from ba3c.v1 import paramserver_pb2 as ps_pb
 from ba3c.v1 import paramserver_pb2_grpc as ps_grpc
 
 # What the view shows, and the metric each figure is read from (summed over processes).
-AGENT_STEPS = "ba3c_sim_agent_steps_total"
+AGENT_STEPS = "ba3c_simulator_agent_steps_total"
 TRAIN_STEPS = "ba3c_learner_train_steps_total"
 ONLINE_RETURN = "ba3c_learner_online_episode_return"  # histogram: _sum and _count
 
@@ -31,13 +31,11 @@ class Snapshot:
     at: float
     versions: dict[int, int] = field(default_factory=dict)  # shard -> version
     env_frames: int = 0
-    live_learners: int = 0
     agent_steps: float = 0.0
     train_steps: float = 0.0
     online_return_sum: float = 0.0
     online_return_count: float = 0.0
     evaluation: dict | None = None
-    processes: dict[str, str] = field(default_factory=dict)  # name -> "up" / "restarting (2)"
 
     @property
     def version(self) -> int:
@@ -91,31 +89,17 @@ class Observer:
                     totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
 
-    def last_evaluation(self) -> dict | None:
-        path = self.run_dir.path / "eval.jsonl"
-        try:
-            lines = path.read_text().strip().splitlines()
-        except FileNotFoundError:
-            return None
-        for line in reversed(lines):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue  # a line being written
-        return None
-
     def snapshot(self) -> Snapshot:
         snap = Snapshot(at=time.monotonic())
         for index, status in self.shard_status().items():
             snap.versions[index] = status.version
             snap.env_frames = max(snap.env_frames, status.env_frames)
-            snap.live_learners = max(snap.live_learners, status.live_learners)
         metrics = self.metrics()
         snap.agent_steps = metrics.get(AGENT_STEPS, 0.0)
         snap.train_steps = metrics.get(TRAIN_STEPS, 0.0)
         snap.online_return_sum = metrics.get(ONLINE_RETURN + "_sum", 0.0)
         snap.online_return_count = metrics.get(ONLINE_RETURN + "_count", 0.0)
-        snap.evaluation = self.last_evaluation()
+        snap.evaluation = self.run_dir.last_evaluation()
         return snap
 
 
@@ -148,6 +132,17 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def fmt_version(snap: Snapshot) -> str:
+    """How many updates the parameters have had: the run's version (the smallest over the
+    shards), with each shard's own when there are several ("828 (shards 828, 829)")."""
+    if not snap.versions:
+        return "-"
+    if len(snap.versions) == 1:
+        return str(snap.version)
+    shards = ", ".join(str(v) for _, v in sorted(snap.versions.items()))
+    return f"{snap.version} (shards {shards})"
+
+
 def summary_fields(
     now: Snapshot, before: Snapshot | None, elapsed: float, score: float | None
 ) -> list[tuple[str, str]]:
@@ -161,7 +156,6 @@ def summary_fields(
             f"{fmt_count(ev.get('env_frames', 0))} frames)"
         )
     )
-    versions = " ".join(f"{k}:{v}" for k, v in sorted(now.versions.items())) or "-"
     return [
         ("elapsed", fmt_duration(elapsed)),
         (
@@ -173,7 +167,7 @@ def summary_fields(
             f"{fmt_count(now.agent_steps)} ({fmt_count(rate(now, before, 'agent_steps'))}/s)",
         ),
         ("train steps", f"{fmt_count(now.train_steps)} ({rate(now, before, 'train_steps'):.1f}/s)"),
-        ("versions", versions),
+        ("parameter version", fmt_version(now)),
         ("online score", "-" if score is None else f"{score:.1f}"),
         ("eval score", eval_text),
     ]

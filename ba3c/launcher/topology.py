@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ba3c.config import Config
+from ba3c.machine import available_cores
 
 # Start order; stop order is the reverse (pools first, paramservers last so that they
 # write their final checkpoint after the last push).
@@ -21,13 +21,6 @@ class ProcessSpec:
     @property
     def name(self) -> str:
         return f"{self.role}-{self.index}"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def fit_to_machine(cfg: Config, explicitly_set: set[str], cores: int | None = None) -> Config:

@@ -63,49 +63,49 @@ const LATENCY = [
 
 const METRICS = {
   envFrames: new Metric(
-    "ba3c_sim_env_frames_total",
+    "ba3c_simulator_env_frames_total",
     "Emulator frames stepped by the pool.",
     "counter",
   ),
   agentSteps: new Metric(
-    "ba3c_sim_agent_steps_total",
+    "ba3c_simulator_agent_steps_total",
     "Agent steps (one per environment per pool step).",
     "counter",
   ),
-  episodes: new Metric("ba3c_sim_episodes_total", "Games finished (all lives).", "counter"),
+  episodes: new Metric("ba3c_simulator_episodes_total", "Games finished (all lives).", "counter"),
   episodeReturn: new Histogram(
-    "ba3c_sim_episode_return",
+    "ba3c_simulator_episode_return",
     "Unclipped score of each finished game.",
     [0, 10, 20, 50, 100, 200, 300, 400, 500],
   ),
   episodeLength: new Histogram(
-    "ba3c_sim_episode_length_steps",
+    "ba3c_simulator_episode_length_steps",
     "Agent steps of each finished game.",
     [10, 30, 100, 200, 300, 500],
   ),
   waitSeconds: new Histogram(
-    "ba3c_sim_wait_seconds",
+    "ba3c_simulator_wait_seconds",
     "Seconds from sending a step's observations to having its actions.",
     LATENCY,
   ),
   stepSeconds: new Histogram(
-    "ba3c_sim_step_seconds",
+    "ba3c_simulator_step_seconds",
     "Seconds stepping the whole pool once.",
     LATENCY,
   ),
   restarts: new Metric(
-    "ba3c_sim_stream_restarts_total",
+    "ba3c_simulator_stream_restarts_total",
     "Act streams that ended and were reopened, by reason.",
     "counter",
     true,
   ),
   connected: new Metric(
-    "ba3c_sim_connected",
+    "ba3c_simulator_connected",
     "1 while an Act stream to a learner is open.",
     "gauge",
   ),
   policyVersion: new Metric(
-    "ba3c_sim_policy_version",
+    "ba3c_simulator_policy_version",
     "Parameter version of the latest actions received.",
     "gauge",
   ),

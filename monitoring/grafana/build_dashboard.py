@@ -63,7 +63,7 @@ def score_against_frames() -> dict:
         "Score against environment frames",
         [
             (f'max(ba3c_paramserver_env_frames{{{RUN}, index="0"}})', "frames"),
-            (f'max(ba3c_eval_score{{{RUN}, stat="mean"}})', "evaluation mean"),
+            (f'max(ba3c_evaluator_score{{{RUN}, stat="mean"}})', "evaluation mean"),
             (f"avg(ba3c_learner_online_return_mean{{{RUN}}})", "online (last 20 episodes)"),
         ],
         description="Evaluation and online scores against the frames shard 0 was told about. "
@@ -98,7 +98,7 @@ def panels() -> list[dict]:
         [
             timeseries(
                 "Environment frames/s",
-                [(f"run:ba3c_sim_env_frames:rate1m{{{RUN}}}", "{{run}}")],
+                [(f"run:ba3c_simulator_env_frames:rate1m{{{RUN}}}", "{{run}}")],
                 description="Emulator frames stepped per second by all simulator pools.",
             ),
             timeseries(
@@ -111,7 +111,9 @@ def panels() -> list[dict]:
                 [(f"run_index:ba3c_learner_train_steps:rate1m{{{RUN}}}", "learner-{{index}}")],
                 description="Gradient pushes per second of each learner.",
             ),
-            timeseries("Agent steps/s", [(f"run:ba3c_sim_agent_steps:rate1m{{{RUN}}}", "{{run}}")]),
+            timeseries(
+                "Agent steps/s", [(f"run:ba3c_simulator_agent_steps:rate1m{{{RUN}}}", "{{run}}")]
+            ),
             timeseries(
                 "Learner queue (transitions waiting)",
                 [(f"ba3c_learner_queue_depth{{{RUN}}}", "learner-{{index}}")],
@@ -135,8 +137,8 @@ def panels() -> list[dict]:
             timeseries(
                 "Scores over time",
                 [
-                    (f'ba3c_eval_score{{{RUN}, stat="mean"}}', "evaluation mean"),
-                    (f'ba3c_eval_score{{{RUN}, stat="max"}}', "evaluation max"),
+                    (f'ba3c_evaluator_score{{{RUN}, stat="mean"}}', "evaluation mean"),
+                    (f'ba3c_evaluator_score{{{RUN}, stat="max"}}', "evaluation max"),
                     (f"ba3c_learner_online_return_mean{{{RUN}}}", "online learner-{{index}}"),
                 ],
                 width=12,
@@ -158,7 +160,7 @@ def panels() -> list[dict]:
                 "Shard versions",
                 [
                     (f"ba3c_paramserver_version{{{RUN}}}", "shard {{index}}"),
-                    (f"ba3c_eval_version{{{RUN}}}", "evaluated"),
+                    (f"ba3c_evaluator_version{{{RUN}}}", "evaluated"),
                 ],
             ),
             timeseries(
@@ -251,7 +253,7 @@ def panels() -> list[dict]:
                 [
                     (f"min(ba3c_paramserver_live_learners{{{RUN}}})", "live learners (shard view)"),
                     (f"sum(ba3c_learner_pools_connected{{{RUN}}})", "pools connected to learners"),
-                    (f"sum(ba3c_sim_connected{{{RUN}}})", "pools with an open stream"),
+                    (f"sum(ba3c_simulator_connected{{{RUN}}})", "pools with an open stream"),
                 ],
             ),
         ],

@@ -3,7 +3,7 @@
 It registers with every paramserver shard as EVALUATOR and only ever pulls. An evaluation
 starts when the parameters moved since the previous one and either `eval_every` seconds
 have passed since that one started or the version advanced by `eval_every_versions`
-(if set); the first starts as soon as every shard is initialised. Each evaluation plays
+(if set); the first starts as soon as every shard is initialized. Each evaluation plays
 `eval_episodes` episodes (sampled or greedy actions, cut at `eval_max_steps`) and goes to
 RUN_DIR/eval.jsonl, TensorBoard (RUN_DIR/tensorboard/eval/), Prometheus and the log; with
 `--record_node` (or `--record`) its first episode is saved as an MP4 in RUN_DIR/videos/.
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
-    from services.evaluator import report
+    from services.evaluator import metrics
     from services.evaluator.best import BestKeeper
     from services.evaluator.pulling import ShardReader
     from services.evaluator.tboard import EvalSummaries
@@ -107,11 +107,10 @@ def _serve(ctx: service.ServiceContext) -> int:
     summaries = EvalSummaries(ctx.run_dir.sub("tensorboard") / "eval")
     best = BestKeeper(ctx.run_dir.sub("checkpoints"))
     schedule = Schedule(ev.eval_every, ev.eval_every_versions)
-    jsonl = ctx.run_dir.path / "eval.jsonl"
-    previous = report.read_jsonl(jsonl)
-    if previous and previous[-1].get("versions"):
+    previous = ctx.run_dir.last_evaluation()
+    if previous and previous.get("versions"):
         # restarted: do not evaluate again what the previous process already did
-        schedule.last_versions = tuple(previous[-1]["versions"])
+        schedule.last_versions = tuple(previous["versions"])
     log.info(
         "evaluator ready",
         shards=cfg.paramserver.ps,
@@ -142,7 +141,7 @@ def _serve(ctx: service.ServiceContext) -> int:
             result = evaluation.run(
                 snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
             )
-            report.publish(result, jsonl)
+            metrics.publish(result, ctx.run_dir)
             summaries.write(result)
             best.offer(result, snapshot.weights)
             evaluations += 1

@@ -31,12 +31,12 @@ from ba3c.v1 import paramserver_pb2_grpc as ps_grpc
 log = structlog.get_logger()
 
 PULLS = prom.Counter(
-    "ba3c_eval_pulls_total",
+    "ba3c_evaluator_pulls_total",
     "Pull calls to the shards, by outcome (new or unchanged).",
     ["outcome"],
 )
-PULL_SECONDS = prom.Histogram("ba3c_eval_pull_seconds", "Latency of one Pull call.")
-PULL_BYTES = prom.Counter("ba3c_eval_pull_bytes_total", "Bytes of parameters pulled.")
+PULL_SECONDS = prom.Histogram("ba3c_evaluator_pull_seconds", "Latency of one Pull call.")
+PULL_BYTES = prom.Counter("ba3c_evaluator_pull_bytes_total", "Bytes of parameters pulled.")
 
 # Waiting for a shard: short deadlines so that a stop request is noticed quickly.
 CONNECT_TIMEOUT = 2.0

@@ -16,7 +16,6 @@ import itertools
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -30,6 +29,7 @@ from ba3c.v1 import learner_pb2_grpc
 from services.learner import metrics
 from services.learner.memory import PoolMemory, Transition
 from services.learner.predictor import Predictor, PredictorStopped
+from services.learner.progress import Progress
 
 log = structlog.get_logger()
 
@@ -66,51 +66,6 @@ def add_to_server(servicer: learner_pb2_grpc.LearnerServicer, server: grpc.Serve
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("ba3c.v1.Learner", {"Act": handler}),)
     )
-
-
-class Progress:
-    """Counters the Act streams feed and the trainer reads (thread-safe)."""
-
-    def __init__(self, window: int = 20):
-        self._lock = threading.Lock()
-        self.env_frames = 0
-        self.agent_steps = 0
-        self.episodes = 0
-        self.recent_returns: deque[float] = deque(maxlen=window)
-        self.pools = 0
-
-    def add_frames(self, frames: int, steps: int) -> None:
-        with self._lock:
-            self.env_frames += frames
-            self.agent_steps += steps
-        metrics.ENV_FRAMES.inc(frames)
-        metrics.AGENT_STEPS.inc(steps)
-
-    def add_episodes(self, returns: list[float]) -> None:
-        if not returns:
-            return
-        with self._lock:
-            self.episodes += len(returns)
-            self.recent_returns.extend(returns)
-            mean = float(np.mean(self.recent_returns))
-        metrics.EPISODES.inc(len(returns))
-        for r in returns:
-            metrics.EPISODE_RETURN.observe(r)
-        metrics.RETURN_MEAN.set(mean)
-
-    def return_mean(self) -> float | None:
-        with self._lock:
-            return float(np.mean(self.recent_returns)) if self.recent_returns else None
-
-    def pool_joined(self) -> None:
-        with self._lock:
-            self.pools += 1
-        metrics.POOLS.inc()
-
-    def pool_left(self) -> None:
-        with self._lock:
-            self.pools -= 1
-        metrics.POOLS.dec()
 
 
 class ModelSpec:

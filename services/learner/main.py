@@ -1,7 +1,7 @@
 """`ba3c learner`: serves Learner.Act, trains with A3C, pushes to the parameter servers.
 
 Start-up order: build the model from the run's environment (ba3c.envs.describe), join
-every shard (learner 0 initialises the empty ones, others wait), pull the parameters,
+every shard (learner 0 initializes the empty ones, others wait), pull the parameters,
 then listen and publish addresses/learner-I, so pools only ever talk to a ready learner.
 """
 
@@ -13,11 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import structlog
 
-from ba3c import envs, models, rpc, service
+from ba3c import envs, models, rpc, rundir, service
 from services.learner import metrics, warm_start
 from services.learner.a3c import make_train_step
-from services.learner.act import ActServicer, ModelSpec, Progress, add_to_server
+from services.learner.act import ActServicer, ModelSpec, add_to_server
 from services.learner.predictor import Predictor
+from services.learner.progress import Progress
 from services.learner.shards import ShardMismatch, Shards, Stopped
 from services.learner.trainer import Trainer
 
@@ -74,7 +75,7 @@ def run(ctx: service.ServiceContext) -> int:
         models.set_weights(model, shards.wait_initialized())
     except (ShardMismatch, warm_start.WarmStartError) as e:
         return service.fail(ROLE, str(e))
-    except (Stopped, TimeoutError):
+    except (Stopped, rundir.Stopped):
         log.info("stopped before the shards were ready")
         return 0
 

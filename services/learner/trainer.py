@@ -25,8 +25,8 @@ import tensorflow as tf
 from ba3c import models
 from services.learner import metrics
 from services.learner.a3c import StepResult
-from services.learner.act import Progress
 from services.learner.memory import Transition, policy_lag
+from services.learner.progress import Progress
 from services.learner.shards import Shards, Stopped
 
 log = structlog.get_logger()

@@ -9,7 +9,6 @@ request happens before anything is changed, so a refused call changes nothing.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,12 +19,13 @@ import structlog
 
 from ba3c import tensors
 from ba3c.checkpoint import Checkpoint
+from ba3c.machine import available_cores
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
 from services.paramserver import metrics, wire
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
-from services.paramserver.sync import Round
+from services.paramserver.sync import COMPLETE, STALE, SURPLUS, TIMED_OUT, Round, Rounds
 
 log = structlog.get_logger()
 
@@ -33,9 +33,9 @@ GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
 
 
 class ShardError(Exception):
-    """A refused call; `code` is the name of the gRPC status code to answer with."""
+    """A refused call; each subclass's `code` is the name of the gRPC status code to answer with."""
 
-    code = "INVALID_ARGUMENT"
+    code: str
 
 
 class InvalidArgument(ShardError):
@@ -177,10 +177,7 @@ def check_gradients(
 def optimizer_threads() -> int:
     """Threads for the optimizer: half the CPUs this process may use (Slurm's cpuset), at
     most 4; on a small shared machine one thread is faster."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = available_cores()
     return max(1, min(4, cpus // 2)) if cpus >= 4 else 1
 
 
@@ -188,16 +185,19 @@ class Shard:
     """One shard's state. Thread-safe; sync-mode pushes block until their round is applied."""
 
     def __init__(
-        self, settings: Settings, on_checkpoint: Callable[[Checkpoint], None] | None = None
+        self,
+        settings: Settings,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self._on_checkpoint = on_checkpoint
         self._cond = threading.Condition()
-        self._leases = Leases(settings.lease_seconds)
+        self._leases = Leases(settings.lease_seconds, clock)
         self._params: dict[str, np.ndarray] | None = None
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
-        self._round: Round | None = None
+        self._rounds = Rounds(settings.replicas, settings.sync_timeout, self._leases, clock)
         self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
         self._closing = False
@@ -229,17 +229,17 @@ class Shard:
             if self.initialized:
                 return (
                     False,
-                    f"already initialised at version {self.version} ({self.initialized_by})",
+                    f"already initialized at version {self.version} ({self.initialized_by})",
                     self.version,
                 )
             self._install(arrays)
             self.initialized_by = f"by {client_id or 'an anonymous client'}"
             size = sum(a.size for a in arrays.values())
             message = (
-                f"initialised with {len(arrays)} variables ({size} parameters) "
+                f"initialized with {len(arrays)} variables ({size} parameters) "
                 f"{self.initialized_by}"
             )
-            log.info("shard initialised", client=client_id, variables=len(arrays), parameters=size)
+            log.info("shard initialized", client=client_id, variables=len(arrays), parameters=size)
             return True, message, self.version
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -298,7 +298,7 @@ class Shard:
             raise ShuttingDown("the shard is shutting down; retry when it is back")
         if not self.initialized:
             raise NotInitialized(
-                "the shard is not initialised yet: learner 0 must call Initialize first"
+                "the shard is not initialized yet: learner 0 must call Initialize first"
             )
 
     def push(
@@ -360,40 +360,32 @@ class Shard:
     def _push_sync(
         self, client_id: str, grads: Mapping[str, np.ndarray], staleness: int
     ) -> PushResult:
-        if staleness > 0:
+        joined, rnd = self._rounds.offer(client_id, self.version, staleness, grads)
+        if rnd is None or joined == STALE:
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
-        rnd = self._round
-        if rnd is None:
-            rnd = self._round = Round(self.version, self.settings.sync_timeout)
-        if client_id in rnd.clients:
+        if joined == SURPLUS:
             self._drop("surplus")
             outcome = pb.DROPPED_SURPLUS
         else:
-            rnd.add(client_id, grads)
             metrics.ROUND_WAITING.set(rnd.count)
             outcome = pb.APPLIED
         while not rnd.done:
-            if rnd.count >= self._leases.expected_pushes(self.settings.replicas):
-                self._close_round(rnd, timed_out=False)
-                break
-            remaining = rnd.deadline - time.monotonic()
-            if remaining <= 0:
-                self._close_round(rnd, timed_out=True)
+            step = self._rounds.next_step(rnd)
+            if step in (COMPLETE, TIMED_OUT):
+                self._close_round(rnd, timed_out=step == TIMED_OUT)
                 break
             # wake up now and then: leases may expire while we wait
-            self._cond.wait(min(remaining, 0.25))
+            self._cond.wait(min(float(step), 0.25))
         assert rnd.result is not None
         if outcome != pb.APPLIED:
             return self._current(outcome, staleness)
-        new_version, reply, _ = rnd.result
+        new_version, reply = rnd.result
         return PushResult(outcome, new_version, staleness, reply)
 
     def _close_round(self, rnd: Round, timed_out: bool) -> None:
+        missing = self._rounds.close(rnd, timed_out)
         if timed_out:
-            missing = self._leases.live() - set(rnd.clients)
-            self._leases.revoke(missing)
-            self._leases.stop_waiting_for_unseen()
             metrics.ROUND_TIMEOUTS.inc()
             log.warning(
                 "sync round timed out; applying the pushes that arrived",
@@ -403,10 +395,9 @@ class Shard:
                 no_longer_waiting_for=sorted(missing),
             )
         self._apply(rnd.average(), pushes=rnd.count)
-        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply, self.env_frames)
-        self._round = None
+        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply)
         metrics.ROUND_WAITING.set(0)
-        metrics.AGGREGATION_WAIT.observe(time.monotonic() - rnd.opened)
+        metrics.AGGREGATION_WAIT.observe(rnd.age)
         metrics.ROUND_PUSHES.observe(rnd.count)
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))
         self._cond.notify_all()
@@ -442,7 +433,7 @@ class Shard:
         with self._cond:
             if not self.initialized:
                 raise NotInitialized(
-                    "the shard is not initialised yet: learner 0 must call Initialize first"
+                    "the shard is not initialized yet: learner 0 must call Initialize first"
                 )
             if have_version == self.version:
                 return wire.pull_reply(self.version, self.env_frames, None)
@@ -505,7 +496,7 @@ class Shard:
         applied with the pushes it has."""
         with self._cond:
             self._closing = True
-            rnd = self._round
+            rnd = self._rounds.current
             if rnd is not None and not rnd.done and rnd.count:
                 log.info(
                     "applying the open sync round before shutting down",

@@ -2,29 +2,44 @@
 
 A round opens with the first push computed at the shard's current version and closes
 when `Leases.expected_pushes` pushes have arrived, or when `sync_timeout` seconds have
-passed since it opened (then it applies what it has). The shard applies the average once,
+passed since it opened (then it applies what it has, and the learners that did not push
+are no longer waited for). A push computed at an older version is dropped as stale, a
+second push of one learner in one round as surplus. The shard applies the average once,
 bumps the version, and every caller that took part gets the same encoded parameters.
+
+Everything here is decided under the shard's lock with a clock passed in, no threads and no
+gRPC, so that tests can drive rounds with a fake clock.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
+
+from services.paramserver.leases import Leases
+
+Clock = Callable[[], float]
+
+# what became of a push (`Rounds.offer`)
+JOINED, STALE, SURPLUS = "joined", "stale", "surplus"
+# what a round does next (`Round.next_step`), besides waiting a number of seconds
+COMPLETE, TIMED_OUT = "complete", "timed out"
 
 
 class Round:
     """Pushes at one version. Not thread-safe: the shard's lock guards it."""
 
-    def __init__(self, version: int, timeout: float):
+    def __init__(self, version: int, timeout: float, clock: Clock = time.monotonic):
         self.version = version
-        self.opened = time.monotonic()
+        self._clock = clock
+        self.opened = clock()
         self.deadline = self.opened + timeout
         self.clients: list[str] = []
         self._sum: dict[str, np.ndarray] | None = None
-        # set when the round is applied: (new version, encoded parameters, env_frames)
-        self.result: tuple[int, bytes, int] | None = None
+        # set when the round is applied: (new version, encoded parameters)
+        self.result: tuple[int, bytes] | None = None
 
     @property
     def count(self) -> int:
@@ -33,6 +48,11 @@ class Round:
     @property
     def done(self) -> bool:
         return self.result is not None
+
+    @property
+    def age(self) -> float:
+        """Seconds since the round opened."""
+        return self._clock() - self.opened
 
     def add(self, client_id: str, grads: Mapping[str, np.ndarray]) -> None:
         """Adds one push (one numpy pass per variable)."""
@@ -43,6 +63,14 @@ class Round:
                 np.add(self._sum[name], g, out=self._sum[name])
         self.clients.append(client_id)
 
+    def next_step(self, expected: int) -> str | float:
+        """COMPLETE once `expected` pushes arrived, TIMED_OUT once the deadline passed, else
+        the seconds left until it does."""
+        if self.count >= expected:
+            return COMPLETE
+        remaining = self.deadline - self._clock()
+        return TIMED_OUT if remaining <= 0 else remaining
+
     def average(self) -> dict[str, np.ndarray]:
         """The mean of the pushes (in place over the sum; call once)."""
         assert self._sum is not None, "a round is never applied empty"
@@ -51,3 +79,49 @@ class Round:
             for array in self._sum.values():
                 array *= scale
         return self._sum
+
+
+class Rounds:
+    """One shard's sync protocol: which push joins which round, when a round closes, whom
+    the next round waits for. Not thread-safe: the shard's lock guards it."""
+
+    def __init__(self, replicas: int, timeout: float, leases: Leases, clock: Clock):
+        self.replicas = replicas
+        self.timeout = timeout
+        self.leases = leases
+        self._clock = clock
+        self.current: Round | None = None
+
+    def offer(
+        self, client_id: str, version: int, staleness: int, grads: Mapping[str, np.ndarray]
+    ) -> tuple[str, Round | None]:
+        """Adds a push computed `staleness` versions behind the shard's `version`.
+
+        Returns (JOINED, its round), (SURPLUS, the round it already pushed to) or (STALE,
+        None): a stale push neither opens a round nor counts in one.
+        """
+        if staleness > 0:
+            return STALE, None
+        rnd = self.current
+        if rnd is None:
+            rnd = self.current = Round(version, self.timeout, self._clock)
+        if client_id in rnd.clients:
+            return SURPLUS, rnd
+        rnd.add(client_id, grads)
+        return JOINED, rnd
+
+    def next_step(self, rnd: Round) -> str | float:
+        """What `rnd` does next, waiting for as many pushes as the leases expect."""
+        return rnd.next_step(self.leases.expected_pushes(self.replicas))
+
+    def close(self, rnd: Round, timed_out: bool) -> set[str]:
+        """Ends `rnd` (the shard then applies it). After a timeout the live learners that did
+        not push are no longer waited for; returns them."""
+        missing: set[str] = set()
+        if timed_out:
+            missing = self.leases.live() - set(rnd.clients)
+            self.leases.revoke(missing)
+            self.leases.stop_waiting_for_unseen()
+        if self.current is rnd:
+            self.current = None
+        return missing

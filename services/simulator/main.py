@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from ba3c import envs, rpc, service
+from ba3c import envs, rpc, rundir, service
 from services.simulator import metrics, stream
 
 log = structlog.get_logger()
@@ -77,8 +77,8 @@ def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int
     while not ctx.stop.is_set():
         try:
             address = ctx.run_dir.wait_for_address("learner", learner, stop=ctx.stop)
-        except TimeoutError:
-            return  # stopped while waiting
+        except rundir.Stopped:
+            return
         reason, responses = "", 0
         with rpc.make_channel(address, ctx.token, limit) as channel:
             log.info("connecting to learner", learner=learner, address=address)

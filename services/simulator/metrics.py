@@ -6,13 +6,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ba3c.envs import Finished
 
-ENV_FRAMES = Counter("ba3c_sim_env_frames_total", "Emulator frames stepped by the pool.")
+ENV_FRAMES = Counter("ba3c_simulator_env_frames_total", "Emulator frames stepped by the pool.")
 AGENT_STEPS = Counter(
-    "ba3c_sim_agent_steps_total", "Agent steps (one per environment per pool step)."
+    "ba3c_simulator_agent_steps_total", "Agent steps (one per environment per pool step)."
 )
-EPISODES = Counter("ba3c_sim_episodes_total", "Games finished (all lives).")
+EPISODES = Counter("ba3c_simulator_episodes_total", "Games finished (all lives).")
 EPISODE_RETURN = Histogram(
-    "ba3c_sim_episode_return",
+    "ba3c_simulator_episode_return",
     "Unclipped score of each finished game.",
     buckets=(
         -20,
@@ -38,7 +38,7 @@ EPISODE_RETURN = Histogram(
     ),
 )
 EPISODE_LENGTH = Histogram(
-    "ba3c_sim_episode_length_steps",
+    "ba3c_simulator_episode_length_steps",
     "Agent steps of each finished game.",
     buckets=(10, 30, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000, 27000, 100000),
 )
@@ -59,23 +59,23 @@ _LATENCY_BUCKETS = (
     5,
 )
 WAIT_SECONDS = Histogram(
-    "ba3c_sim_wait_seconds",
+    "ba3c_simulator_wait_seconds",
     "Seconds from sending a step's observations to having its actions.",
     buckets=_LATENCY_BUCKETS,
 )
 STEP_SECONDS = Histogram(
-    "ba3c_sim_step_seconds",
+    "ba3c_simulator_step_seconds",
     "Seconds stepping the whole pool once.",
     buckets=_LATENCY_BUCKETS,
 )
 STREAM_RESTARTS = Counter(
-    "ba3c_sim_stream_restarts_total",
+    "ba3c_simulator_stream_restarts_total",
     "Act streams that ended and were reopened, by reason.",
     ["reason"],
 )
-CONNECTED = Gauge("ba3c_sim_connected", "1 while an Act stream to a learner is open.")
+CONNECTED = Gauge("ba3c_simulator_connected", "1 while an Act stream to a learner is open.")
 POLICY_VERSION = Gauge(
-    "ba3c_sim_policy_version", "Parameter version of the latest actions received."
+    "ba3c_simulator_policy_version", "Parameter version of the latest actions received."
 )
 
 

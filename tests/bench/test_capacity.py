@@ -11,7 +11,7 @@ import sys
 
 from tests.support import ROOT
 
-CAPACITY = [sys.executable, str(ROOT / "bench" / "capacity.py")]
+CAPACITY = [sys.executable, "-m", "bench.capacity"]
 
 
 def test_capacity_measures_async_and_sync_pushes_of_two_learners(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 from tests.support import ROOT, make_run_dir
 
-LEARNING = [sys.executable, str(ROOT / "bench" / "learning.py")]
+LEARNING = [sys.executable, "-m", "bench.learning"]
 
 
 def test_learning_curve_is_read_from_eval_jsonl(tmp_path):

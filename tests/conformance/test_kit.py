@@ -111,8 +111,8 @@ def test_our_evaluator_passes(run_dir_factory, processes):
 
 def test_the_kit_needs_no_tensorflow_for_paramserver_and_simulator():
     code = (
-        "import sys; import ba3c.conformance.main, ba3c.conformance.paramserver, "
-        "ba3c.conformance.simulator; assert 'tensorflow' not in sys.modules, 'tensorflow'"
+        "import sys; import ba3c.tools.conformance.main, ba3c.tools.conformance.paramserver, "
+        "ba3c.tools.conformance.simulator; assert 'tensorflow' not in sys.modules, 'tensorflow'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

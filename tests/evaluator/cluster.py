@@ -1,5 +1,5 @@
 """Playing the learner's part for the evaluator's tests: real paramserver shards,
-initialised with parameters whose score we know, plus readers for what the evaluator wrote.
+initialized with parameters whose score we know, plus readers for what the evaluator wrote.
 
 The known parameters make the mlp model a CartPole controller (push towards the side the
 pole falls to: 3*angle + angular velocity), sampled with a moderate temperature, so the
@@ -10,10 +10,8 @@ from episode to episode.
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
@@ -60,7 +58,7 @@ def stub(run_dir, k: int) -> ps_grpc.ParameterServerStub:
 
 
 def initialize(run_dir, cfg, weights) -> None:
-    """Splits `weights` with the shared assignment and initialises every shard with them."""
+    """Splits `weights` with the shared assignment and initializes every shard with them."""
     assignment = models.assignment(cfg, build_model(cfg))
     for k, pieces in enumerate(assignment.split(weights)):
         reply = stub(run_dir, k).Initialize(
@@ -98,24 +96,7 @@ def status(run_dir, k: int) -> ps.StatusResponse:
 
 
 def evaluations(run_dir) -> list[dict]:
-    path = run_dir.path / "eval.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def metrics(run_dir, role: str = "evaluator", index: int = 0) -> dict[str, float]:
-    """{sample name with labels: value} from the process's /metrics endpoint."""
-    target = json.loads((run_dir.path / "targets" / f"{role}-{index}.json").read_text())
-    address = target[0]["targets"][0]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return run_dir.evaluations()
 
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.evaluator import cluster
 from tests.support import ba3c_command, wait_for
+from tests.support.metrics import scrape
 
 START = 90  # seconds for a process that imports TensorFlow on a busy 2-core machine
 
@@ -38,14 +39,17 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     # the same parameters are not evaluated again, and the shards are polled without
     # sending parameters (have_version)
     wait_for(
-        lambda: cluster.metrics(run_dir).get('ba3c_eval_pulls_total{outcome="unchanged"}', 0) >= 4,
+        lambda: (
+            scrape(run_dir, "evaluator").value("ba3c_evaluator_pulls_total", outcome="unchanged")
+            >= 4
+        ),
         30,
         "Pulls of unchanged shards",
     )
-    m = cluster.metrics(run_dir)
-    assert m['ba3c_eval_pulls_total{outcome="new"}'] == 2
-    assert m["ba3c_evaluations_total"] == 1
-    assert m['ba3c_eval_score{stat="mean"}'] == pytest.approx(first["mean"])
+    m = scrape(run_dir, "evaluator")
+    assert m.value("ba3c_evaluator_pulls_total", outcome="new") == 2
+    assert m.value("ba3c_evaluator_evaluations_total") == 1
+    assert m.value("ba3c_evaluator_score", stat="mean") == pytest.approx(first["mean"])
     assert len(cluster.evaluations(run_dir)) == 1
 
     # a reader never writes: versions unchanged, not counted as a live learner
@@ -58,7 +62,7 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     second = wait_for(lambda: cluster.evaluations(run_dir)[1:], START, "a second evaluation")[0]
     assert (second["version"], second["env_frames"]) == (1, 5000)
     assert second["scores"] == first["scores"]  # sgd of zero gradients changed nothing
-    assert cluster.metrics(run_dir)['ba3c_eval_pulls_total{outcome="new"}'] == 4
+    assert scrape(run_dir, "evaluator").value("ba3c_evaluator_pulls_total", outcome="new") == 4
 
     scalars = cluster.read_scalars(run_dir.path / "tensorboard" / "eval")
     assert scalars["eval/score_mean"] == [
@@ -184,11 +188,13 @@ def test_restarts_of_a_shard_and_of_the_evaluator_neither_stop_nor_repeat_evalua
 
     # a new evaluator process skips the version the previous one evaluated
     processes("evaluator-again", "evaluator", "--run-dir", str(run_dir.path))
-    unchanged = 'ba3c_eval_pulls_total{outcome="unchanged"}'
     wait_for(
-        lambda: cluster.metrics(run_dir).get(unchanged, 0) >= 2,
+        lambda: (
+            scrape(run_dir, "evaluator").value("ba3c_evaluator_pulls_total", outcome="unchanged")
+            >= 2
+        ),
         START,
         "the new evaluator to poll the shard",
     )
-    assert cluster.metrics(run_dir)["ba3c_evaluations_total"] == 0
+    assert scrape(run_dir, "evaluator").value("ba3c_evaluator_evaluations_total") == 0
     assert len(cluster.evaluations(run_dir)) == 2

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.evaluator import report
+from ba3c.rundir import RunDir
+from services.evaluator import metrics
 from services.evaluator.stats import Episode, EvalResult, ScoreStats
 
 
@@ -34,10 +35,10 @@ def test_the_jsonl_record_has_the_fields_the_launcher_reads(tmp_path):
         greedy=True,
         versions=(42, 43),
     )
-    path = tmp_path / "eval.jsonl"
-    report.append_jsonl(path, result.record())
-    report.append_jsonl(path, result.record())
-    lines = path.read_text().splitlines()
+    run_dir = RunDir(tmp_path)
+    metrics.publish(result, run_dir)
+    metrics.publish(result, run_dir)
+    lines = run_dir.eval_path.read_text().splitlines()
     assert len(lines) == 2
     record = json.loads(lines[0])
     assert {
@@ -54,11 +55,13 @@ def test_the_jsonl_record_has_the_fields_the_launcher_reads(tmp_path):
     assert math.isclose(record["std"], 1.0)
     assert record["cut"] == 1 and record["mean_length"] == 20
     assert isinstance(record["time"], float)
-    assert report.read_jsonl(path) == [record, record]
+    assert run_dir.evaluations() == [record, record]
+    assert run_dir.last_evaluation() == record
 
 
 def test_a_half_written_line_is_skipped_by_readers(tmp_path):
-    path = tmp_path / "eval.jsonl"
-    path.write_text('{"version": 1, "mean": 2.0}\n{"version": 2, "me')
-    assert report.read_jsonl(path) == [{"version": 1, "mean": 2.0}]
-    assert report.read_jsonl(tmp_path / "missing.jsonl") == []
+    run_dir = RunDir(tmp_path)
+    assert run_dir.evaluations() == [] and run_dir.last_evaluation() is None
+    run_dir.eval_path.write_text('{"version": 1, "mean": 2.0}\n[3]\n{"version": 2, "me')
+    assert run_dir.evaluations() == [{"version": 1, "mean": 2.0}]
+    assert run_dir.last_evaluation() == {"version": 1, "mean": 2.0}

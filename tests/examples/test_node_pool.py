@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from tests.learner.cluster import CARTPOLE, metric
-from tests.simulator.test_service import metric as text_metric
-from tests.simulator.test_service import metrics_text, pool_seen, start_learner
+from tests.simulator.test_service import pool_seen, start_learner
 from tests.support import ROOT, wait_for
+from tests.support.metrics import scrape
 
 POOL_DIR = ROOT / "examples" / "node-pool"
 START = 60  # seconds: process start-up on a loaded 2-core machine
@@ -117,13 +117,11 @@ def test_node_pool_follows_the_act_protocol_and_stops_on_sigterm(run_dir_factory
     assert seen["env_frames"] == seen["agent_steps"]
     assert seen["obs_min"] < 0 < seen["obs_max"]  # real states, not zeros
 
-    text = metrics_text(run_dir, "simulator-3")
-    assert text_metric(text, "ba3c_sim_agent_steps_total") >= 3 * 300
-    assert text_metric(text, "ba3c_sim_env_frames_total") == text_metric(
-        text, "ba3c_sim_agent_steps_total"
-    )
-    assert text_metric(text, "ba3c_sim_episodes_total") >= 100
-    assert text_metric(text, "ba3c_sim_connected") == 1
+    m = scrape(run_dir, "simulator", 3)
+    assert m.value("ba3c_simulator_agent_steps_total") >= 3 * 300
+    assert m.value("ba3c_simulator_env_frames_total") == m.value("ba3c_simulator_agent_steps_total")
+    assert m.value("ba3c_simulator_episodes_total") >= 100
+    assert m.value("ba3c_simulator_connected") == 1
     log = [json.loads(line) for line in (run_dir.sub("logs") / "simulator-3.log").open()]
     streaming = [line for line in log if line["event"] == "streaming"]
     assert streaming and streaming[0]["role"] == "simulator" and streaming[0]["index"] == 3
@@ -137,19 +135,18 @@ def test_node_pool_outlives_its_learner_and_a_broken_reply(run_dir_factory, proc
     first = start_learner(processes, run_dir, 0, "--bad-actions-after", "20", name="first")
     pool = node_pool(processes, run_dir)
     pool_seen(run_dir, "simulator-0", requests=40, streams=2)
-    assert 'reason="protocol"' in metrics_text(run_dir)
+    assert scrape(run_dir, "simulator").has(
+        "ba3c_simulator_stream_restarts_total", reason="protocol"
+    )
     first.kill()  # no goodbye; its address file stays behind, pointing at a dead port
 
     def retried():
-        text = metrics_text(run_dir)
-        return (
-            text
-            if text_metric(text, 'ba3c_sim_stream_restarts_total{reason="unavailable"}') >= 2
-            else None
-        )
+        m = scrape(run_dir, "simulator")
+        restarts = m.value("ba3c_simulator_stream_restarts_total", reason="unavailable")
+        return m if restarts >= 2 else None
 
-    text = wait_for(retried, START, "the pool to retry the dead learner")
-    assert text_metric(text, "ba3c_sim_connected") == 0
+    m = wait_for(retried, START, "the pool to retry the dead learner")
+    assert m.value("ba3c_simulator_connected") == 0
     start_learner(processes, run_dir, 0, name="second")  # a new port
     seen = pool_seen(run_dir, "simulator-0", requests=50)
     assert seen["streams"] == 1 and seen["errors"] == []  # a fresh stream, spec first
@@ -215,7 +212,7 @@ def test_python_learner_trains_cartpole_to_195_with_only_the_node_pool(run_dir_f
         "simulator-0.json",
     ]
     assert '"implementation":"node-pool"' in (run_dir.sub("logs") / "simulator-0.log").read_text()
-    episodes = text_metric(metrics_text(run_dir, "simulator-0"), "ba3c_sim_episodes_total")
+    episodes = scrape(run_dir, "simulator", 0).value("ba3c_simulator_episodes_total")
     assert episodes >= metric(run_dir, "ba3c_learner_online_episodes_total") >= 20
     print(
         f"CartPole with the Node.js pool: mean return {reached:.1f} after {elapsed:.0f}s "

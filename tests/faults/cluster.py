@@ -12,22 +12,20 @@ each process's /metrics.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from ba3c import rpc
 from ba3c.rundir import RunDir
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
+from tests.support.metrics import Metrics, scrape
 
 # Cheap to train, quick to start; checkpoints often so a restart has one to resume from.
 SETTINGS = dict(
@@ -168,23 +166,16 @@ class Cluster:
 
     def wait_training(self, timeout: float = STARTUP_SECONDS) -> Progress:
         """Waits until the run trains: two successive advances of versions and frames."""
-        first = self.wait_progress(None, timeout, "the shards to be initialised")
+        first = self.wait_progress(None, timeout, "the shards to be initialized")
         return self.wait_progress(first, timeout, "versions and frames to advance")
 
-    def metrics(self, name: str) -> dict[str, float]:
+    def metrics(self, name: str) -> Metrics:
+        """The /metrics of process NAME ("learner-1")."""
         role, index = name.rsplit("-", 1)
-        entry = json.loads(self.run_dir.target_path(role, int(index)).read_text())
-        address = entry[0]["targets"][0]
-        text = urllib.request.urlopen(f"http://{address}/metrics", timeout=3).read().decode()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[s.name] = out.get(s.name, 0.0) + s.value
-        return out
+        return scrape(self.run_dir, role, int(index), timeout=3)
 
     def evaluations(self) -> int:
-        path = self.run_dir.path / "eval.jsonl"
-        return len(path.read_text().splitlines()) if path.exists() else 0
+        return len(self.run_dir.evaluations())
 
 
 def random_moment(seed: int, low: float = 0.2, high: float = 2.5) -> float:

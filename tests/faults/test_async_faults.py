@@ -61,12 +61,12 @@ def test_a_killed_simulator_pool_is_restarted_and_frames_flow_again(run):
         run.wait_progress(before, 60, "training to go on without simulator-0")
         run.restart("simulator-0")
         wait_for(
-            lambda: run.metrics("simulator-0").get("ba3c_sim_env_frames_total", 0) > 0,
+            lambda: run.metrics("simulator-0").value("ba3c_simulator_env_frames_total") > 0,
             120,
             "the restarted pool to step its environments",
         )
         wait_for(
-            lambda: run.metrics("learner-0").get("ba3c_learner_pools_connected") == 1,
+            lambda: run.metrics("learner-0").value("ba3c_learner_pools_connected") == 1,
             60,
             "learner-0 to serve the restarted pool",
         )
@@ -103,12 +103,12 @@ def test_a_killed_async_learner_leaves_the_other_training_and_rejoins(run):
         fault.details["other_learner_advanced_s"] = round(time.monotonic() - killed_at, 2)
         run.restart("learner-1")
         wait_for(
-            lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 0,
+            lambda: run.metrics("learner-1").value("ba3c_learner_train_steps_total") > 0,
             STARTUP_SECONDS,
             "the restarted learner-1 to train",
         )
         wait_for(
-            lambda: run.metrics("learner-1").get("ba3c_learner_pools_connected") == 1,
+            lambda: run.metrics("learner-1").value("ba3c_learner_pools_connected") == 1,
             60,
             "simulator-1 to find the restarted learner-1",
         )
@@ -121,7 +121,7 @@ def test_a_paramserver_frozen_past_the_learners_deadline_is_waited_for(run):
     with injected(CASE, f"paramserver SIGSTOP {2 * deadline + 2:.0f} s, SIGCONT", seed=14) as fault:
         run.wait_training()
         fault.injected_after_s = random_moment(14)
-        failures = run.metrics("learner-0").get("ba3c_learner_pushpull_failures_total", 0)
+        failures = run.metrics("learner-0").value("ba3c_learner_pushpull_failures_total")
         before = run.progress()
         run.freeze("paramserver-0")
         try:
@@ -136,7 +136,7 @@ def test_a_paramserver_frozen_past_the_learners_deadline_is_waited_for(run):
         recovered(fault, thawed_at)
         for name in ("learner-0", "learner-1", "simulator-0", "simulator-1", "paramserver-0"):
             assert run.alive(name), f"{name} died while the shard was frozen"
-        seen = run.metrics("learner-0").get("ba3c_learner_pushpull_failures_total", 0)
+        seen = run.metrics("learner-0").value("ba3c_learner_pushpull_failures_total")
         fault.details["learner_call_failures"] = seen - failures
         assert seen > failures, "the learner never noticed the frozen shard"
 
@@ -195,7 +195,7 @@ def test_a_killed_paramserver_restarts_from_its_newest_checkpoint(run):
         on_disk = checkpoint.newest(run.run_dir.checkpoints(0))
         assert on_disk is not None and on_disk.version >= last.checkpoint_version
         steps = {
-            n: run.metrics(n).get("ba3c_learner_train_steps_total", 0)
+            n: run.metrics(n).value("ba3c_learner_train_steps_total")
             for n in ("learner-0", "learner-1")
         }
         run.restart("paramserver-0")
@@ -220,7 +220,7 @@ def test_a_killed_paramserver_restarts_from_its_newest_checkpoint(run):
         for name, before in steps.items():
             wait_for(
                 lambda n=name, b=before: (
-                    run.metrics(n).get("ba3c_learner_train_steps_total", 0) > b + 2
+                    run.metrics(n).value("ba3c_learner_train_steps_total") > b + 2
                 ),
                 60,
                 f"{name} to push to the restarted shard",

@@ -56,7 +56,7 @@ def test_a_killed_sync_learner_does_not_stop_the_other(run):
         assert run.alive("learner-0")
         run.restart("learner-1")
         wait_for(
-            lambda: run.metrics("learner-1").get("ba3c_learner_train_steps_total", 0) > 2,
+            lambda: run.metrics("learner-1").value("ba3c_learner_train_steps_total") > 2,
             STARTUP_SECONDS,
             "the restarted learner-1 to take part in rounds",
         )

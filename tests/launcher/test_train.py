@@ -61,10 +61,7 @@ def processes_of(run_dir: Path) -> list[int]:
 
 
 def evaluations(run_dir: Path) -> list[dict]:
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).evaluations()
 
 
 def run_train(args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -186,8 +183,8 @@ def test_sigterm_stops_everything_and_says_where_the_run_is(tmp_path):
         )
         wait_for(
             lambda: (
-                "versions 0:" in proc.output()
-                and "versions 0:0 " not in proc.output().splitlines()[-1]
+                "parameter version " in proc.output()
+                and "parameter version 0 " not in proc.output().splitlines()[-1]
             ),
             120,
             "training to advance",

@@ -25,8 +25,8 @@ def test_a_lost_shard_is_retried_and_training_resumes_when_it_returns(run_dir_fa
     run_dir.remove_address("paramserver", 0)
     wait_for(
         lambda: (
-            metric(run_dir, "ba3c_learner_pushpull_failures_total{code=DEADLINE_EXCEEDED}")
-            + metric(run_dir, "ba3c_learner_pushpull_failures_total{code=UNAVAILABLE}")
+            metric(run_dir, "ba3c_learner_pushpull_failures_total", code="DEADLINE_EXCEEDED")
+            + metric(run_dir, "ba3c_learner_pushpull_failures_total", code="UNAVAILABLE")
             >= 1
         ),
         60,
@@ -65,7 +65,7 @@ def test_an_unknown_environment_is_one_line_and_exit_code_2(run_dir_factory, pro
     assert "NoSuchGame-v9" in out and "Traceback" not in out
 
 
-def test_a_second_learner_waits_for_learner_0_to_initialise_the_shards(run_dir_factory, processes):
+def test_a_second_learner_waits_for_learner_0_to_initialize_the_shards(run_dir_factory, processes):
     run_dir = run_dir_factory(**CARTPOLE, learners=2)
     processes("paramserver", "paramserver", "--run-dir", str(run_dir.path))
     second = processes("learner-1", "learner", "--run-dir", str(run_dir.path), "--index", "1")
@@ -82,6 +82,6 @@ def test_a_second_learner_waits_for_learner_0_to_initialise_the_shards(run_dir_f
     wait_for(
         lambda: run_dir.read_address("learner", 1),
         60,
-        "learner 1 to serve once the shard is initialised",
+        "learner 1 to serve once the shard is initialized",
     )
-    assert '"event": "initialize"' not in log.read_text(), "learner 1 initialised a shard"
+    assert '"event": "initialize"' not in log.read_text(), "learner 1 initialized a shard"

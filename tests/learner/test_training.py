@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.learner.cluster import CARTPOLE, metric, metrics, shard_status
+from tests.learner.cluster import CARTPOLE, metric, shard_status
 from tests.support import wait_for
+from tests.support.metrics import scrape
 
 
 def start_cluster(processes, run_dir):
@@ -41,14 +42,14 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
         f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
         f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)"
     )
-    values = metrics(run_dir)
-    lagged = values["ba3c_learner_policy_lag_versions_count"]
-    trained = values["ba3c_learner_samples_trained_total"]
+    values = scrape(run_dir, "learner")
+    lagged = values.value("ba3c_learner_policy_lag_versions_count")
+    trained = values.value("ba3c_learner_samples_trained_total")
     # one lag per transition, recorded before its gradient is computed: up to three batches
     # (computing, queued, being pushed) ahead of the trained count
     assert trained <= lagged <= trained + 4 * CARTPOLE["batch_size"], (lagged, trained)
-    assert values["ba3c_learner_policy_lag_seconds_count"] == lagged
-    mean_lag = values["ba3c_learner_policy_lag_versions_sum"] / lagged
+    assert values.value("ba3c_learner_policy_lag_seconds_count") == lagged
+    mean_lag = values.value("ba3c_learner_policy_lag_versions_sum") / lagged
     assert 0 < mean_lag < 50, f"mean policy lag {mean_lag} versions"
     wait_for(
         lambda: (
@@ -85,10 +86,11 @@ def test_breakout_trains_with_bfloat16_gradients_and_rising_versions(run_dir_fac
         lambda: metric(run_dir, "ba3c_learner_agent_steps_total") >= 2000, 180, "2,000 agent steps"
     )
     wait_for(lambda: shard_status(run_dir).version > early, 60, "the shard version to rise")
-    values = metrics(run_dir)
+    values = scrape(run_dir, "learner")
     for part in ("total", "policy", "value"):
-        assert math.isfinite(values["ba3c_learner_loss{part=" + part + "}"])
-    assert math.isfinite(values["ba3c_learner_policy_entropy"])
-    assert values["ba3c_learner_policy_entropy"] > 0
-    assert values["ba3c_learner_pools_connected"] == 1
+        assert values.has("ba3c_learner_loss", part=part)
+        assert math.isfinite(values.value("ba3c_learner_loss", part=part))
+    assert math.isfinite(values.value("ba3c_learner_policy_entropy"))
+    assert values.value("ba3c_learner_policy_entropy") > 0
+    assert values.value("ba3c_learner_pools_connected") == 1
     assert shard_status(run_dir).env_frames >= 4 * 1000  # frame skip 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ba3c import monitor
+from ba3c.tools import monitor
 from tests.monitoring.prom import PrometheusAPI
 
 SCRAPE_INTERVAL = "1s"

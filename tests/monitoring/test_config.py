@@ -9,13 +9,15 @@ import re
 import signal
 import subprocess
 import sys
+import tomllib
 import urllib.request
+from pathlib import Path
 
 import prometheus_client
 import pytest
 
-from ba3c import monitor
 from ba3c.rundir import RunDir
+from ba3c.tools import monitor
 from tests.monitoring.prom import (
     PrometheusAPI,
     metric_names,
@@ -82,7 +84,7 @@ def _rules_in(path) -> list[dict]:
 def test_every_dashboard_query_and_rule_parses_and_names_a_metric(prometheus):
     rules = prometheus.api.rules()
     assert {r["name"] for r in rules} >= {
-        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_simulator_env_frames:rate1m",
         "run:ba3c_learner_samples_trained:rate1m",
         "run:ba3c_learner_pushpull_seconds:p50_1m",
         "run:ba3c_learner_pushpull_seconds:p99_1m",
@@ -168,6 +170,28 @@ def test_monitor_prints_a_config_watching_the_run(tmp_path, promtool):
     assert run(promtool, "check", "config", str(tmp_path / "p.yml")).returncode == 0
 
 
+def test_an_installed_package_carries_the_files_monitor_needs(tmp_path):
+    """pyproject.toml installs monitoring/ under PREFIX/share/ba3c/monitoring (no checkout
+    there), and `monitor` looks there when the checkout's folder is missing."""
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    installed = {
+        str(Path(folder) / path.name)
+        for folder, patterns in data_files.items()
+        for pattern in patterns
+        for path in ROOT.glob(pattern)
+    }
+    share = Path("share/ba3c/monitoring")
+    needed = ["prometheus.yml", *(f"rules/{p.name}" for p in (MONITORING / "rules").glob("*.yml"))]
+    assert {str(share / n) for n in needed} <= installed
+    checkout, prefix = tmp_path / "checkout", tmp_path / "prefix"
+    (prefix / "rules").mkdir(parents=True)
+    (prefix / "prometheus.yml").write_text("")
+    assert monitor.monitoring_dir([checkout, prefix]) == prefix
+    assert monitor.monitoring_dir([checkout]) == checkout  # then the error names it
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -190,7 +214,9 @@ def test_monitor_refuses_bad_usage_in_one_line(tmp_path, args, message):
 def test_monitor_scrapes_the_run_and_stops_on_ctrl_c(tmp_path, processes):
     run_dir = RunDir(tmp_path / "watched-run").ensure()
     registry = prometheus_client.CollectorRegistry()
-    frames = prometheus_client.Counter("ba3c_sim_env_frames_total", "frames", registry=registry)
+    frames = prometheus_client.Counter(
+        "ba3c_simulator_env_frames_total", "frames", registry=registry
+    )
     frames.inc(1234)
     server, _ = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
@@ -213,7 +239,7 @@ def test_monitor_scrapes_the_run_and_stops_on_ctrl_c(tmp_path, processes):
         api = PrometheusAPI(url)
         labels = {"run": "watched-run", "role": "simulator", "index": "3", "job": "ba3c"}
         found = wait_for(
-            lambda: api.query("ba3c_sim_env_frames_total"),
+            lambda: api.query("ba3c_simulator_env_frames_total"),
             30,
             "Prometheus to scrape the run's simulator target",
         )

@@ -6,7 +6,6 @@ names is exported by some running service."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from tests.monitoring.prom import exposed_names, metric_names
 from tests.monitoring.test_config import dashboard_queries
 from tests.support import Process, ba3c_command, wait_for
+from tests.support.metrics import scrape_address
 
 ROLES = {
     ("paramserver", "0"),
@@ -110,9 +110,9 @@ def test_series_carry_run_role_index_and_nothing_is_renamed(live_run, prometheus
 def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
     api = prometheus.api
     positive = [
-        "run:ba3c_sim_env_frames:rate1m",
+        "run:ba3c_simulator_env_frames:rate1m",
         "run:ba3c_learner_samples_trained:rate1m",
-        "run:ba3c_sim_agent_steps:rate1m",
+        "run:ba3c_simulator_agent_steps:rate1m",
         "run_index:ba3c_learner_train_steps:rate1m",
         "run:ba3c_paramserver_pushes_applied:rate1m",
         "run:ba3c_learner_pushpull_seconds:p50_1m",
@@ -128,7 +128,7 @@ def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
         "staleness p99 to be recorded",
     )
     counters = [
-        "ba3c_sim_env_frames_total",
+        "ba3c_simulator_env_frames_total",
         "ba3c_learner_train_steps_total",
         "ba3c_learner_samples_trained_total",
         "ba3c_paramserver_version",
@@ -144,7 +144,9 @@ def test_the_dashboards_figures_are_there_and_moving(live_run, prometheus):
 
         wait_for(moved, 30, f"every series of {expr} to grow")
     wait_for(
-        lambda: api.query('ba3c_eval_score{stat="mean"}'), 90, "an evaluation score to be scraped"
+        lambda: api.query('ba3c_evaluator_score{stat="mean"}'),
+        90,
+        "an evaluation score to be scraped",
     )
 
 
@@ -153,8 +155,7 @@ def test_every_metric_a_panel_or_rule_names_is_exported(live_run, prometheus):
     assert {role for role, _ in targets} == {role for role, _ in ROLES}
     exported = {"up"}
     for address in targets.values():
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-            exported |= exposed_names(reply.read().decode())
+        exported |= exposed_names(scrape_address(address).text)
     rules = prometheus.api.rules()
     recorded = {r["name"] for r in rules if r["type"] == "recording"}
     queries = [*dashboard_queries(), *((f"rule {r['name']}", r["query"]) for r in rules)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ba3c import report
+from ba3c.tools import report
 from tests.support import ROOT
 
 WRITE_EVENTS = textwrap.dedent("""
@@ -85,7 +85,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def run_report(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
     """`ba3c report ARGS` in a fresh interpreter that fails if TensorFlow got imported."""
     code = (
-        f"import sys\n{prelude}\nfrom ba3c import report\n"
+        f"import sys\n{prelude}\nfrom ba3c.tools import report\n"
         f"code = report.main({list(args)!r})\n"
         "assert 'tensorflow' not in sys.modules, 'ba3c report imported TensorFlow'\n"
         "sys.exit(code)\n"

@@ -1,4 +1,4 @@
-"""A stand-in learner process: registers with shard 0, optionally initialises it, then
+"""A stand-in learner process: registers with shard 0, optionally initializes it, then
 pushes gradients in a loop and prints one JSON line per reply.
 
     python -m tests.paramserver.client_process --run-dir DIR --client-id learner-1

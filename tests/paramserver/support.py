@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.request
 from collections.abc import Mapping
 
 import grpc
@@ -15,6 +13,7 @@ from ba3c.rundir import RunDir
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from tests.support import Process, ba3c_command, wait_for
+from tests.support.metrics import scrape
 
 # A small model: a few variables of different ranks.
 SHAPES = {"conv/kernel": (3, 3, 2, 4), "conv/bias": (4,), "fc/kernel": (16, 8), "fc/bias": (8,)}
@@ -138,15 +137,9 @@ def refused(call) -> grpc.RpcError:
 
 def metric(run_dir: RunDir, name: str, index: int = 0) -> float:
     """Sum of every sample of `name` on paramserver-INDEX's /metrics endpoint."""
-    target = json.loads(run_dir.target_path("paramserver", index).read_text())[0]["targets"][0]
-    text = urllib.request.urlopen(f"http://{target}/metrics", timeout=10).read().decode()
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    assert found, f"metric {name} not exported"
-    return total
+    metrics = scrape(run_dir, "paramserver", index)
+    assert metrics.has(name), f"metric {name} not exported"
+    return metrics.value(name)
 
 
 def client_command(run_dir: RunDir, client_id: str, *flags: str) -> list[str]:

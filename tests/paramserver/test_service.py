@@ -1,4 +1,4 @@
-"""One real `ba3c paramserver` process in async mode: initialising, pushing, pulling, and
+"""One real `ba3c paramserver` process in async mode: initializing, pushing, pulling, and
 every kind of bad input refused without a change of state."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.support import make_run_dir
 
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory):
-    """An async shard with a 1 MiB message limit, initialised by learner-0."""
+    """An async shard with a 1 MiB message limit, initialized by learner-0."""
     tmp = tmp_path_factory.mktemp("async")
     run_dir = make_run_dir(tmp / "run", max_message_mb=1, optimizer="sgd", lr=0.5)
     start = launch(tmp)
@@ -40,10 +40,10 @@ def state(client: Client) -> tuple[pb.StatusResponse, dict[str, np.ndarray]]:
     return client.status(), client.pull()[1]
 
 
-def test_pull_and_push_before_initialisation_are_failed_precondition(shard):
+def test_pull_and_push_before_initialization_are_failed_precondition(shard):
     run_dir, client, _ = shard
     if client.status().initialized:
-        pytest.skip("module shard already initialised by an earlier test")
+        pytest.skip("module shard already initialized by an earlier test")
     assert refused(client.pull).code() == grpc.StatusCode.FAILED_PRECONDITION
     error = refused(lambda: client.push(0, gradients(0)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -80,7 +80,7 @@ def test_initialize_refuses_bad_values_and_then_the_first_writer_wins(shard):
     assert first.applied and "4 variables" in first.message
     second = Client(run_dir, client_id="learner-1").initialize(initial_values(seed=7))
     assert not second.applied
-    assert "already initialised" in second.message and "learner-0" in second.message
+    assert "already initialized" in second.message and "learner-0" in second.message
     reply, params = client.pull()
     assert reply.version == 0
     for name in SHAPES:

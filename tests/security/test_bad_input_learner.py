@@ -69,7 +69,7 @@ def learner(tmp_path_factory):
     )
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
-        cluster.wait_progress(None, 180, "the shard to be initialised")
+        cluster.wait_progress(None, 180, "the shard to be initialized")
         yield Learner(cluster)
     finally:
         cluster.stop_all()
@@ -288,9 +288,22 @@ def test_a_stream_that_stops_mid_way_is_let_go(learner, steps):
     learner.assert_healthy()
 
 
-def test_after_all_that_the_learner_serves_a_good_pool_and_trained_nothing(learner):
+def test_after_malformed_streams_the_learner_serves_a_good_pool_and_trained_nothing(learner):
+    # Its own malformed streams, so that the test means the same alone or after the fuzzing
+    # above: good steps then a NaN reward (the one most likely to reach training), then a
+    # pool that vanishes mid-way.
+    nan_reward = later()
+    nan_reward.rewards[0] = float("nan")
+    first = pb.ActRequest(pool_id="fuzz", spec=spec(), observations=observations())
+    error = run_stream(learner, [first, later(), later(), nan_reward])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "rewards" in error.details()
+    requests: queue.Queue = queue.Queue()
+    replies = learner.stub.Act(iter(requests.get, None), timeout=30)
+    requests.put(first)
+    next(replies)
+    replies.cancel()
     wait_for(
-        lambda: learner.cluster.metrics("learner-0").get("ba3c_learner_pools_connected") == 0,
+        lambda: learner.cluster.metrics("learner-0").value("ba3c_learner_pools_connected") == 0,
         30,
         "every fuzzed stream to be let go",
     )

@@ -143,7 +143,7 @@ def test_malformed_initial_values_change_nothing(shard, data):
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and e.details()
     else:
-        assert not reply.applied  # already initialised: first writer won
+        assert not reply.applied  # already initialized: first writer won
     shard.assert_unchanged()
 
 

@@ -73,7 +73,7 @@ def learner(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("flood"), queue_size=QUEUE, batch_size=64)
     cluster.start_all(shards=1, learners=1, pools=0, evaluator=False)
     try:
-        cluster.wait_progress(None, 180, "the shard to be initialised")
+        cluster.wait_progress(None, 180, "the shard to be initialized")
         address = wait_for(
             lambda: cluster.run_dir.read_address("learner", 0), 180, "the learner's address"
         )
@@ -105,8 +105,8 @@ def test_a_flood_of_pools_is_capped_and_memory_stays_bounded(learner):
     while time.monotonic() - started < FLOOD_SECONDS:
         samples.append(cluster.rss_mb("learner-0"))
         values = cluster.metrics("learner-0")
-        depth.append(values.get("ba3c_learner_queue_depth", 0))
-        connected = values.get("ba3c_learner_pools_connected", 0)
+        depth.append(values.value("ba3c_learner_queue_depth"))
+        connected = values.value("ba3c_learner_pools_connected")
         time.sleep(0.5)  # the sampling period of the memory curve
     stop.set()
     for p in warm + flood:
@@ -137,7 +137,7 @@ def test_a_flood_of_pools_is_capped_and_memory_stays_bounded(learner):
     # the flood is over: the learner is healthy, lets every stream go and trains on
     assert rpc.health_check(channel, timeout=10)
     wait_for(
-        lambda: cluster.metrics("learner-0").get("ba3c_learner_pools_connected") == 0,
+        lambda: cluster.metrics("learner-0").value("ba3c_learner_pools_connected") == 0,
         60,
         "every flood stream to be let go",
     )

@@ -7,7 +7,6 @@ import ipaddress
 import os
 import socket
 import struct
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from ba3c.rundir import RunDir
 from tests.faults.cluster import SETTINGS
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
+from tests.support.metrics import scrape_address
 
 TRAIN = [
     "--plain",
@@ -139,7 +139,7 @@ def test_the_token_is_in_no_metrics_endpoint(live_run):
     assert len(targets) >= 4
     for target in targets:
         address = target.read_text().split('"targets": [')[1].split('"')[1]
-        text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+        text = scrape_address(address).text
         assert "ba3c_" in text
         assert token not in text, f"the token is exported by {target.name}"
 

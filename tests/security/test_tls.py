@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 
 from ba3c import rpc
+from ba3c.rundir import RunDir
 from ba3c.tls import RunTLS
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
@@ -133,5 +134,5 @@ def test_a_whole_run_trains_over_tls(tmp_path):
     print(done.stdout[-2000:], done.stderr[-2000:])
     assert done.returncode == 0
     assert "reached --steps 20" in done.stdout
-    assert (run_dir / "eval.jsonl").read_text().strip(), "the evaluator never evaluated"
+    assert RunDir(run_dir).evaluations(), "the evaluator never evaluated"
     assert stat.S_IMODE(os.stat(run_dir / "tls" / "ca.pem").st_mode) == 0o600

@@ -11,9 +11,9 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.request
 
 from tests.support import ROOT, ba3c_command, wait_for
+from tests.support.metrics import scrape
 
 START = 60  # seconds: process start-up on a loaded 2-core machine
 
@@ -57,20 +57,6 @@ def pool_seen(run_dir, pool_id, requests, index=0, streams=1):
     return wait_for(ready, START, f"{requests} requests from {pool_id} in {streams} stream(s)")
 
 
-def metrics_text(run_dir, name="simulator-0") -> str:
-    target = json.loads((run_dir.path / "targets" / f"{name}.json").read_text())
-    with urllib.request.urlopen(f"http://{target[0]['targets'][0]}/metrics", timeout=10) as r:
-        return r.read().decode()
-
-
-def metric(text: str, name: str) -> float:
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
-
-
 def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, processes):
     run_dir = run_dir_factory(simulator_procs=4)
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
@@ -98,14 +84,14 @@ def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, proce
     assert pool["dones"] > pool["episodes"] >= 1
     assert all(r >= 0 for r in pool["returns"]) and all(n > 0 for n in pool["lengths"])
 
-    text = metrics_text(run_dir)
-    assert metric(text, "ba3c_sim_agent_steps_total") >= 4 * 300
-    assert metric(text, "ba3c_sim_env_frames_total") == 4 * metric(
-        text, "ba3c_sim_agent_steps_total"
+    m = scrape(run_dir, "simulator")
+    assert m.value("ba3c_simulator_agent_steps_total") >= 4 * 300
+    assert m.value("ba3c_simulator_env_frames_total") == 4 * m.value(
+        "ba3c_simulator_agent_steps_total"
     )
-    assert metric(text, "ba3c_sim_wait_seconds_count") >= 300
-    assert metric(text, "ba3c_sim_step_seconds_sum") > 0
-    assert metric(text, "ba3c_sim_connected") == 1
+    assert m.value("ba3c_simulator_wait_seconds_count") >= 300
+    assert m.value("ba3c_simulator_step_seconds_sum") > 0
+    assert m.value("ba3c_simulator_connected") == 1
 
     assert sim.stop() == 0  # SIGTERM ends it cleanly
     assert not (run_dir.path / "targets" / "simulator-0.json").exists()
@@ -139,11 +125,11 @@ def test_pool_survives_its_learner_restarting(run_dir_factory, processes):
 
     # the pool keeps retrying while no learner is there
     def retried():
-        text = metrics_text(run_dir)
-        return text if metric(text, "ba3c_sim_stream_restarts_total") >= 2 else None
+        m = scrape(run_dir, "simulator")
+        return m if m.value("ba3c_simulator_stream_restarts_total") >= 2 else None
 
-    text = wait_for(retried, START, "the pool to retry")
-    assert metric(text, "ba3c_sim_connected") == 0
+    m = wait_for(retried, START, "the pool to retry")
+    assert m.value("ba3c_simulator_connected") == 0
     assert sim.alive()
     start_learner(processes, run_dir, name="learner-second")  # a new port
     pool = pool_seen(run_dir, "simulator-0", requests=50)
@@ -159,7 +145,9 @@ def test_a_learner_breaking_the_contract_gets_a_fresh_stream(run_dir_factory, pr
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     pool = pool_seen(run_dir, "simulator-0", requests=40, streams=3)
     assert pool["errors"] == []
-    assert 'reason="protocol"' in metrics_text(run_dir)
+    assert scrape(run_dir, "simulator").has(
+        "ba3c_simulator_stream_restarts_total", reason="protocol"
+    )
     assert sim.alive()
     log = (run_dir.path / "logs" / "simulator-0.log").read_text()
     assert "ActResponse.actions has 1 entries, expected 2" in log

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from ba3c import checkpoint
+from ba3c.rundir import RunDir
 from tests.slurm.cluster import wait_for_job_end
 from tests.slurm.hetjob import components, real_ba3c, submit
 from tests.support import wait_for
@@ -38,8 +39,7 @@ def env_for(run_dir, minutes: str) -> dict[str, str]:
 
 
 def evaluations(run_dir) -> list[dict]:
-    path = run_dir / "eval.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
+    return RunDir(run_dir).evaluations()
 
 
 def newest_checkpoints(run_dir) -> dict[int, checkpoint.Checkpoint]:

@@ -15,9 +15,9 @@ import grpc
 import numpy as np
 
 from ba3c import envs
-from ba3c.conformance import wire
-from ba3c.conformance.suite import Failed, Suite, expect, expect_code
-from ba3c.conformance.target import (
+from ba3c.tools.conformance import wire
+from ba3c.tools.conformance.suite import Failed, Suite, expect, expect_code
+from ba3c.tools.conformance.target import (
     GARBAGE,
     Target,
     check_health,

@@ -1,4 +1,4 @@
-"""`ba3c monitor`: a local Prometheus for one run, configured from the repository's files.
+"""`ba3c monitor`: a local Prometheus for one run, configured from the monitoring/ files.
 
     ba3c monitor --run-dir runs/ba3c-20261125-101500          serve it on 127.0.0.1:9090
     ba3c monitor --run-dir A --run-dir B --print-config      a config for a site's Prometheus
@@ -19,9 +19,11 @@ import json
 import re
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import urllib.error
@@ -31,7 +33,26 @@ from pathlib import Path
 
 import ba3c
 
-MONITORING = Path(ba3c.__file__).resolve().parent.parent / "monitoring"
+
+def monitoring_dir(candidates: Sequence[Path] | None = None) -> Path:
+    """The folder with prometheus.yml and rules/: monitoring/ of the checkout this package
+    runs from, else the copy a wheel installs in PREFIX/share/ba3c/monitoring (see
+    pyproject.toml); the first candidate if none has it (the error then names it)."""
+    if candidates is None:
+        share = Path("share") / "ba3c" / "monitoring"
+        candidates = [
+            Path(ba3c.__file__).resolve().parent.parent / "monitoring",
+            Path(sysconfig.get_path("data")) / share,
+            Path(sys.prefix) / share,
+            Path(site.getuserbase()) / share,
+        ]
+    for folder in candidates:
+        if (folder / "prometheus.yml").is_file():
+            return folder
+    return candidates[0]
+
+
+MONITORING = monitoring_dir()
 TEMPLATE = MONITORING / "prometheus.yml"
 # The line of the template that names the targets; replaced by one line per run.
 TARGETS_PLACEHOLDER = "/srv/ba3c/runs/RUN/targets/*.json"

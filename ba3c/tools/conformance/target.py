@@ -7,8 +7,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ba3c import config as configuration
-from ba3c.conformance.suite import Failed, expect, expect_code
 from ba3c.rundir import RunDir
+from ba3c.tools.conformance.suite import Failed, expect, expect_code
 
 MiB = 1 << 20
 KIT_MESSAGE_LIMIT = 512 * MiB  # larger than any server's, so the server's limit is tested

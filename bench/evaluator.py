@@ -1,7 +1,7 @@
 """Measures the evaluator's two costs: playing (agent steps/s, with and without recording)
 and reading parameters (Pull of the whole Nature CNN vs a Pull of an unchanged shard).
 
-    .venv/bin/python -m tests.evaluator.bench_evaluation
+    .venv/bin/python -m bench.evaluator
 
 Prints medians and ratios measured in this one run (the machine is shared; absolute
 figures move, ratios much less).

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 import grpc
 import numpy as np
 
-from ba3c.conformance import wire
-from ba3c.conformance.reference import Reference, max_error
-from ba3c.conformance.suite import Failed, Skipped, Suite, expect, expect_code
-from ba3c.conformance.target import (
+from ba3c.tools.conformance import wire
+from ba3c.tools.conformance.reference import Reference, max_error
+from ba3c.tools.conformance.suite import Failed, Skipped, Suite, expect, expect_code
+from ba3c.tools.conformance.target import (
     GARBAGE,
     Target,
     check_health,

@@ -20,8 +20,8 @@ import importlib
 import os
 from collections.abc import Sequence
 
-from ba3c.conformance.suite import Suite
-from ba3c.conformance.target import Target
+from ba3c.tools.conformance.suite import Suite
+from ba3c.tools.conformance.target import Target
 
 ROLES = ("paramserver", "learner", "simulator", "evaluator")
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"ba3c conformance: {e}\n")
     suite = Suite(args.role)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # evaluator: the model needs TensorFlow
-    module = importlib.import_module(f"ba3c.conformance.{args.role}")
+    module = importlib.import_module(f"ba3c.tools.conformance.{args.role}")
     try:
         module.run(target, suite, **({"steps": args.steps} if args.role != "paramserver" else {}))
     except KeyboardInterrupt:

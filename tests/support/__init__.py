@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ba3c import config as configuration
 from ba3c.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 T = TypeVar("T")
 
 

@@ -25,9 +25,9 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2_grpc
 
 from ba3c import envs, rpc
-from ba3c.conformance import wire
-from ba3c.conformance.suite import Failed, Skipped, Suite, expect
-from ba3c.conformance.target import KIT_MESSAGE_LIMIT, Target
+from ba3c.tools.conformance import wire
+from ba3c.tools.conformance.suite import Failed, Skipped, Suite, expect
+from ba3c.tools.conformance.target import KIT_MESSAGE_LIMIT, Target
 from ba3c.v1 import learner_pb2 as pb
 from ba3c.v1 import tensor_pb2
 

@@ -27,9 +27,9 @@ import grpc
 import numpy as np
 
 from ba3c import envs, models, rpc
-from ba3c.conformance import wire
-from ba3c.conformance.suite import Failed, Suite, expect
-from ba3c.conformance.target import KIT_MESSAGE_LIMIT, Target
+from ba3c.tools.conformance import wire
+from ba3c.tools.conformance.suite import Failed, Suite, expect
+from ba3c.tools.conformance.target import KIT_MESSAGE_LIMIT, Target
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from ba3c.v1 import tensor_pb2

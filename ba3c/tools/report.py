@@ -18,13 +18,14 @@ TensorFlow nor a TensorBoard server is needed; matplotlib is (`pip install 'ba3c
 from __future__ import annotations
 
 import argparse
-import json
 import struct
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ba3c.rundir import RunDir
 
 INSTALL_HINT = "pip install 'ba3c[report]'  (matplotlib and tensorboard)"
 FIGSIZE = (10.0, 6.0)  # inches; at DPI this is the PNG's size in pixels
@@ -100,23 +101,6 @@ def read_scalars(folder: Path) -> Scalars:
     return scalars
 
 
-def read_evaluations(path: Path) -> list[dict]:
-    """The lines of eval.jsonl that are complete records."""
-    out = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return out
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written
-        if isinstance(record, dict) and {"mean", "env_frames"} <= record.keys():
-            out.append(record)
-    return out
-
-
 @dataclass
 class RunData:
     learners: dict[str, Scalars]  # "learner-0" -> its scalars
@@ -139,7 +123,9 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(
         learners=learners,
         evaluator=read_scalars(tensorboard / "eval"),
-        evaluations=read_evaluations(Path(run_dir) / "eval.jsonl"),
+        evaluations=[
+            r for r in RunDir(run_dir).evaluations() if {"mean", "env_frames"} <= r.keys()
+        ],
     )
 
 
