@@ -72,7 +72,12 @@ class ParameterServerServicer:
             if request.error:
                 raise InvalidArgument(request.error)
             result = self.shard.push(
-                request.client_id, request.version, request.gradients, request.env_frames
+                request.client_id,
+                request.version,
+                request.gradients,
+                request.env_frames,
+                request.session,
+                request.sequence,
             )
         except ShardError as e:
             self._refuse("PushPull", context, e)
