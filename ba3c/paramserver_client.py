@@ -435,8 +435,9 @@ class ParamServerClient:
         shard.registered = False
         if isinstance(error, _NoAddress):
             reason, details, event = "no address in RUN_DIR/addresses/ yet", "", "waiting for shard"
-        elif isinstance(error, _Moved):
-            reason, details, event = "its address was withdrawn or changed", "", "waiting for shard"
+        elif isinstance(error, _Moved):  # we cancelled the call: count it as such
+            reason, details, event = "CANCELLED", str(error), "shard unreachable, retrying"
+            self.hooks.failed(reason)
         else:
             assert isinstance(error, grpc.RpcError)
             reason, details = error.code().name, error.details()
@@ -522,7 +523,7 @@ class ParamServerClient:
                 if self.run_dir.read_address("paramserver", shard.index) != shard.address:
                     # calls wait for a server that is gone until their deadline: don't
                     future.cancel()
-                    raise _Moved
+                    raise _Moved("its address was withdrawn or changed; call cancelled")
         return future.result()
 
 
