@@ -89,6 +89,8 @@ class ParameterServerServicer:
         sync_timeout seconds), applied once; every waiting caller is answered with the
         new parameters. A push computed at an older version is dropped, and its caller
         still gets the current parameters.
+        A push that carries an idempotency key (PushPullRequest.session and .sequence) is
+        handled at most once, however often it is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
