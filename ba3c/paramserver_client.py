@@ -192,6 +192,7 @@ class ParamServerClient:
             k: {p.name: p.shape for p in assignment.shard_pieces(k)}
             for k in range(assignment.num_shards)
         }
+        self._closed = False
         self._pool = ThreadPoolExecutor(
             max_workers=assignment.num_shards, thread_name_prefix="paramserver"
         )
@@ -276,6 +277,7 @@ class ParamServerClient:
 
     def close(self) -> None:
         """Cancels calls in flight (set `stop` first so they end with Stopped)."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         for shard in self.shards:
             shard.close()
@@ -398,6 +400,8 @@ class ParamServerClient:
         will not cure raise ParamServerError."""
 
         def attempt() -> T:
+            if self.stop.is_set() or self._closed:
+                raise Stopped(f"stopped before {what} on shard {shard.index}")
             try:
                 self._ready(shard)
                 result = call(shard)
@@ -507,11 +511,13 @@ class ParamServerClient:
     def _invoke(self, shard: _Shard, method: str, request):
         """One unary call with the rpc deadline, cancelled (raising Stopped) when `stop` is
         set instead of waiting out its deadline for a server that went away."""
-        assert shard.stub is not None
+        stub = shard.stub
+        if stub is None:  # closed under us
+            raise Stopped(f"client closed during {method} on shard {shard.index}")
         timeout = self.rpc_timeout
         if method in ("Register", "Status"):
             timeout = min(timeout, CONTROL_TIMEOUT)
-        future = getattr(shard.stub, method).future(request, timeout=timeout)
+        future = getattr(stub, method).future(request, timeout=timeout)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         while not done.wait(STOP_POLL):
