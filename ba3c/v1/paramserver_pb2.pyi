@@ -82,32 +82,38 @@ class InitializeResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., message: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PushPullRequest(_message.Message):
-    __slots__ = ("client_id", "version", "gradients", "env_frames", "samples")
+    __slots__ = ("client_id", "version", "gradients", "env_frames", "samples", "session", "sequence")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GRADIENTS_FIELD_NUMBER: _ClassVar[int]
     ENV_FRAMES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     version: int
     gradients: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
     env_frames: int
     samples: int
-    def __init__(self, client_id: _Optional[str] = ..., version: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., env_frames: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
+    session: str
+    sequence: int
+    def __init__(self, client_id: _Optional[str] = ..., version: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., env_frames: _Optional[int] = ..., samples: _Optional[int] = ..., session: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class PushPullResponse(_message.Message):
-    __slots__ = ("outcome", "version", "parameters", "staleness", "env_frames")
+    __slots__ = ("outcome", "version", "parameters", "staleness", "env_frames", "repeated")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     STALENESS_FIELD_NUMBER: _ClassVar[int]
     ENV_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    REPEATED_FIELD_NUMBER: _ClassVar[int]
     outcome: PushOutcome
     version: int
     parameters: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
     staleness: int
     env_frames: int
-    def __init__(self, outcome: _Optional[_Union[PushOutcome, str]] = ..., version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., staleness: _Optional[int] = ..., env_frames: _Optional[int] = ...) -> None: ...
+    repeated: bool
+    def __init__(self, outcome: _Optional[_Union[PushOutcome, str]] = ..., version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., staleness: _Optional[int] = ..., env_frames: _Optional[int] = ..., repeated: _Optional[bool] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("client_id", "have_version")
@@ -134,7 +140,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("shard_index", "mode", "initialized", "version", "env_frames", "pushes_applied", "pushes_dropped", "live_learners", "checkpoint_version", "num_variables", "num_parameters")
+    __slots__ = ("shard_index", "mode", "initialized", "version", "env_frames", "pushes_applied", "pushes_dropped", "live_learners", "checkpoint_version", "num_variables", "num_parameters", "pushes_repeated")
     SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     INITIALIZED_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +152,7 @@ class StatusResponse(_message.Message):
     CHECKPOINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_VARIABLES_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_REPEATED_FIELD_NUMBER: _ClassVar[int]
     shard_index: int
     mode: Mode
     initialized: bool
@@ -157,4 +164,5 @@ class StatusResponse(_message.Message):
     checkpoint_version: int
     num_variables: int
     num_parameters: int
-    def __init__(self, shard_index: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., initialized: _Optional[bool] = ..., version: _Optional[int] = ..., env_frames: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_dropped: _Optional[int] = ..., live_learners: _Optional[int] = ..., checkpoint_version: _Optional[int] = ..., num_variables: _Optional[int] = ..., num_parameters: _Optional[int] = ...) -> None: ...
+    pushes_repeated: int
+    def __init__(self, shard_index: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., initialized: _Optional[bool] = ..., version: _Optional[int] = ..., env_frames: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_dropped: _Optional[int] = ..., live_learners: _Optional[int] = ..., checkpoint_version: _Optional[int] = ..., num_variables: _Optional[int] = ..., num_parameters: _Optional[int] = ..., pushes_repeated: _Optional[int] = ...) -> None: ...

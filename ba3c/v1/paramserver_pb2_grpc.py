@@ -96,6 +96,8 @@ class ParameterServerServicer:
         missed a timed-out round are not waited for again until their next call. A push
         computed at an older version is dropped at once, and its caller still gets the
         current parameters.
+        A push that carries an idempotency key (PushPullRequest.session and .sequence) is
+        handled at most once, however often it is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

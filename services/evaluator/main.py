@@ -70,11 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # TensorFlow is imported only now, after the flags were checked.
     from ba3c import envs, models
-    from services.evaluator.pulling import ReadError
+    from ba3c.paramserver_client import ParamServerError
 
     try:
         evaluations = _serve(ctx)
-    except (ReadError, envs.EnvError, models.ModelError) as e:
+    except (ParamServerError, envs.EnvError, models.ModelError) as e:
         log.error("cannot read the parameters", error=str(e))
         return service.fail(ROLE, str(e))
     finally:
@@ -86,16 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
+    from ba3c.paramserver_client import Stopped
     from services.evaluator import metrics
     from services.evaluator.best import BestKeeper
-    from services.evaluator.pulling import ShardReader
+    from services.evaluator.pulling import shard_reader
     from services.evaluator.tboard import EvalSummaries
 
     cfg = ctx.cfg
     ev = cfg.evaluator
     models.configure_threads(cfg.learner.threads)
     evaluation = _evaluation(cfg, ctx.run_dir.sub("videos") if ev.record_node else None)
-    reader = ShardReader(
+    reader = shard_reader(
         ctx.run_dir,
         ctx.token,
         evaluation.assignment(),
@@ -124,13 +125,14 @@ def _serve(ctx: service.ServiceContext) -> int:
     evaluations = 0
     try:
         while not ctx.stop.is_set():
-            snapshot = reader.read()
-            if snapshot is None:
+            try:
+                snapshot = reader.read()
+                now = time.monotonic()
+                if not schedule.due(snapshot.versions, now):
+                    _wait_until_due(ctx, reader, schedule)
+                    continue
+            except Stopped:
                 break
-            now = time.monotonic()
-            if not schedule.due(snapshot.versions, now):
-                _wait_until_due(ctx, reader, schedule)
-                continue
             schedule.started(snapshot.versions, now)
             log.info(
                 "evaluation started",
@@ -176,6 +178,5 @@ def _wait_until_due(ctx: service.ServiceContext, reader, schedule: Schedule) -> 
             return
         if ctx.stop.wait(min(VERSION_POLL, left)):
             return
-        current = reader.versions()
-        if current is None or schedule.due(current, time.monotonic()):
+        if schedule.due(reader.versions(), time.monotonic()):
             return

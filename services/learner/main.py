@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import structlog
 
-from ba3c import envs, models, rpc, rundir, service
+from ba3c import envs, models, rpc, service
+from ba3c.paramserver_client import ParamServerClient, ParamServerError, Stopped
+from ba3c.v1 import paramserver_pb2 as ps_pb
 from services.learner import metrics, warm_start
 from services.learner.a3c import make_train_step
 from services.learner.act import ActServicer, ModelSpec, add_to_server
 from services.learner.predictor import Predictor
 from services.learner.progress import Progress
-from services.learner.shards import ShardMismatch, Shards, Stopped
 from services.learner.trainer import Trainer
 
 log = structlog.get_logger()
@@ -64,7 +65,18 @@ def run(ctx: service.ServiceContext) -> int:
         pieces=len(layout.pieces),
     )
 
-    shards = Shards(cfg, ctx.run_dir, ctx.token, ctx.name, layout, ctx.stop)
+    shards = ParamServerClient(
+        ctx.run_dir,
+        ctx.token,
+        layout,
+        ctx.name,
+        ps_pb.LEARNER,
+        ctx.stop,
+        rpc_timeout=cfg.net.rpc_timeout,
+        max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
+        grad_dtype=lc.grad_dtype,
+        hooks=metrics.paramserver_hooks(),
+    )
     try:
         shards.connect()
         if ctx.index == 0:
@@ -73,9 +85,12 @@ def run(ctx: service.ServiceContext) -> int:
             shards.initialize(models.get_weights(model))
             shards.reinitialize = lambda: models.get_weights(model)
         models.set_weights(model, shards.wait_initialized())
-    except (ShardMismatch, warm_start.WarmStartError) as e:
+        metrics.VERSION.set(shards.version)
+    except (ParamServerError, warm_start.WarmStartError) as e:
+        shards.close()
         return service.fail(ROLE, str(e))
-    except (Stopped, rundir.Stopped):
+    except Stopped:
+        shards.close()
         log.info("stopped before the shards were ready")
         return 0
 

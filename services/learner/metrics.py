@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ba3c.paramserver_client import Hooks
+
 AGENT_STEPS = Counter(
     "ba3c_learner_agent_steps_total",
     "Agent steps (one per environment per Act request) received from pools.",
@@ -62,3 +64,15 @@ RETURN_MEAN = Gauge(
     "ba3c_learner_online_return_mean",
     "Mean unclipped return of the last 20 episodes finished in the pools.",
 )
+
+
+def _pushed(sent: int, reply, seconds: float) -> None:
+    PUSHPULL_BYTES.labels("sent").inc(sent)
+    PUSHPULL_BYTES.labels("received").inc(reply.ByteSize())
+    PUSHPULL_SECONDS.observe(seconds)
+    STALENESS.observe(reply.staleness)
+
+
+def paramserver_hooks() -> Hooks:
+    """What the learner counts about its calls to the shards."""
+    return Hooks(failed=lambda code: PUSHPULL_FAILURES.labels(code).inc(), pushed=_pushed)

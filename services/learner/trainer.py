@@ -23,11 +23,11 @@ import structlog
 import tensorflow as tf
 
 from ba3c import models
+from ba3c.paramserver_client import ParamServerClient, Stopped
 from services.learner import metrics
 from services.learner.a3c import StepResult
 from services.learner.memory import Transition, policy_lag
 from services.learner.progress import Progress
-from services.learner.shards import Shards, Stopped
 
 log = structlog.get_logger()
 
@@ -70,7 +70,7 @@ class Trainer:
         self,
         model: models.PolicyValueModel,
         train_step,
-        shards: Shards,
+        shards: ParamServerClient,
         transitions: queue.Queue[Transition],
         progress: Progress,
         batch_size: int,
@@ -137,6 +137,7 @@ class Trainer:
                 continue
             result, samples = item
             parameters = self.shards.push_pull(result.gradients, self.progress.env_frames, samples)
+            metrics.VERSION.set(self.shards.version)
             models.set_weights(self.model, parameters)
             self.steps += 1
             self._report(result, samples)

@@ -20,6 +20,11 @@ PUSHES_DROPPED = Counter(
     "Pushes dropped, by reason (stale, surplus).",
     ["reason"],
 )
+PUSHES_REPEATED = Counter(
+    "ba3c_paramserver_pushes_repeated_total",
+    "Pushes whose idempotency key was handled before: answered with the first outcome, "
+    "not applied again.",
+)
 REJECTED = Counter(
     "ba3c_paramserver_rejected_total",
     "Calls refused with an error status, by method and status code.",

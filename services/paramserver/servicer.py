@@ -114,7 +114,12 @@ class ParameterServerServicer:
                 raise InvalidArgument(request.error)
             check_tensors_present(request)
             result = self.shard.push(
-                request.client_id, request.version, request.gradients, request.env_frames
+                request.client_id,
+                request.version,
+                request.gradients,
+                request.env_frames,
+                request.session,
+                request.sequence,
             )
         except ShardError as e:
             self._refuse("PushPull", context, e)

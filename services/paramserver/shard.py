@@ -23,6 +23,7 @@ from ba3c.machine import available_cores
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
 from services.paramserver import metrics, wire
+from services.paramserver.dedupe import Keys, KeyTooOld, Outcome
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
 from services.paramserver.sync import COMPLETE, STALE, SURPLUS, TIMED_OUT, Round, Rounds
@@ -48,6 +49,10 @@ class NotInitialized(ShardError):
 
 class ShuttingDown(ShardError):
     code = "UNAVAILABLE"
+
+
+class OutOfOrder(ShardError):
+    code = "ABORTED"
 
 
 @dataclass(frozen=True)
@@ -200,11 +205,13 @@ class Shard:
         self._rounds = Rounds(settings.replicas, settings.sync_timeout, self._leases, clock)
         self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
+        self._keys = Keys()  # outcomes of recent idempotency keys (exactly-once pushes)
         self._closing = False
         self.version = 0
         self.env_frames = 0
         self.pushes_applied = 0
         self.pushes_dropped = 0
+        self.pushes_repeated = 0
         self.checkpoint_version = -1
         self.initialized_by = ""
         metrics.CHECKPOINT_VERSION.set(-1)
@@ -302,21 +309,35 @@ class Shard:
             )
 
     def push(
-        self, client_id: str, version: int, raw: Iterable[wire.RawTensor], env_frames: int = 0
+        self,
+        client_id: str,
+        version: int,
+        raw: Iterable[wire.RawTensor],
+        env_frames: int = 0,
+        session: str = "",
+        sequence: int = 0,
     ) -> PushResult:
-        """Handles one PushPull; in sync mode blocks until the push's round is applied."""
+        """Handles one PushPull; in sync mode blocks until the push's round is applied.
+        A repeated idempotency key (session, sequence) gets the first attempt's outcome."""
         if not client_id:
             raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
         if env_frames < 0:
             raise InvalidArgument(f"env_frames must be >= 0, got {env_frames}")
         if version < 0:
             raise InvalidArgument(f"version must be >= 0, got {version}")
+        key = (client_id, session, sequence)
         with self._cond:
             self._check_ready()
             specs = self._specs
+            repeat = self._repeat(*key)
+            if repeat is not None:
+                return repeat
         grads = check_gradients(specs, raw)
         with self._cond:
             self._check_ready()
+            repeat = self._repeat(*key)  # another attempt may have been handled meanwhile
+            if repeat is not None:
+                return repeat
             if version > self.version:
                 raise InvalidArgument(
                     f"version {version} is ahead of the shard's version {self.version} (did "
@@ -329,47 +350,87 @@ class Shard:
             staleness = self.version - version
             metrics.STALENESS.observe(staleness)
             if self.settings.sync:
-                return self._push_sync(client_id, grads, staleness)
-            return self._push_async(grads, staleness)
+                return self._push_sync(key, grads, staleness)
+            return self._push_async(key, grads, staleness)
+
+    def _repeat(self, client_id: str, session: str, sequence: int) -> PushResult | None:
+        """The answer to a key handled before (waiting for it if its sync round is still
+        open); None for a push to handle. Call with the lock held."""
+        try:
+            first = self._keys.lookup(client_id, session, sequence)
+        except KeyTooOld as e:
+            raise OutOfOrder(str(e)) from None
+        if first is None:
+            return None
+        self._leases.renew(client_id)
+        if first.round is not None:
+            self._await_round(first.round)
+        self.pushes_repeated += 1
+        metrics.PUSHES_REPEATED.inc()
+        log.info(
+            "repeated push answered with its first outcome",
+            client=client_id,
+            sequence=sequence,
+            outcome=pb.PushOutcome.Name(first.outcome),
+        )
+        return self._current(first.outcome, first.staleness, repeated=True)
 
     def _drop(self, reason: str) -> None:
         self.pushes_dropped += 1
         metrics.PUSHES_DROPPED.labels(reason).inc()
 
-    def _current(self, outcome: int, staleness: int) -> PushResult:
+    def _current(self, outcome: int, staleness: int, repeated: bool = False) -> PushResult:
         return PushResult(
             outcome,
             self.version,
             staleness,
             self._reply(
-                ("push", outcome, staleness, self.env_frames),
+                ("push", outcome, staleness, self.env_frames, repeated),
                 lambda parts: wire.push_reply(
-                    outcome, self.version, staleness, self.env_frames, parts
+                    outcome, self.version, staleness, self.env_frames, parts, repeated
                 ),
             ),
         )
 
-    def _push_async(self, grads: Mapping[str, np.ndarray], staleness: int) -> PushResult:
+    def _push_async(
+        self, key: tuple[str, str, int], grads: Mapping[str, np.ndarray], staleness: int
+    ) -> PushResult:
         bound = self.settings.max_staleness
         if bound and staleness > bound:
+            self._keys.record(*key, Outcome(pb.DROPPED_STALE, staleness))
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
+        self._keys.record(*key, Outcome(pb.APPLIED, staleness))
         self._apply(grads, pushes=1)
         return self._current(pb.APPLIED, staleness)
 
     def _push_sync(
-        self, client_id: str, grads: Mapping[str, np.ndarray], staleness: int
+        self, key: tuple[str, str, int], grads: Mapping[str, np.ndarray], staleness: int
     ) -> PushResult:
+        client_id = key[0]
         joined, rnd = self._rounds.offer(client_id, self.version, staleness, grads)
         if rnd is None or joined == STALE:
+            self._keys.record(*key, Outcome(pb.DROPPED_STALE, staleness))
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
         if joined == SURPLUS:
+            self._keys.record(*key, Outcome(pb.DROPPED_SURPLUS, staleness, rnd))
             self._drop("surplus")
             outcome = pb.DROPPED_SURPLUS
         else:
+            self._keys.record(*key, Outcome(pb.APPLIED, staleness, rnd))
             metrics.ROUND_WAITING.set(rnd.count)
             outcome = pb.APPLIED
+        self._await_round(rnd)
+        assert rnd.result is not None
+        if outcome != pb.APPLIED:
+            return self._current(outcome, staleness)
+        new_version, reply = rnd.result
+        return PushResult(outcome, new_version, staleness, reply)
+
+    def _await_round(self, rnd: Round) -> None:
+        """Waits (lock released) until `rnd` is applied, applying it when it is full or
+        its time is up; whichever waiting caller notices first does."""
         while not rnd.done:
             step = self._rounds.next_step(rnd)
             if step in (COMPLETE, TIMED_OUT):
@@ -377,11 +438,6 @@ class Shard:
                 break
             # wake up now and then: leases may expire while we wait
             self._cond.wait(min(float(step), 0.25))
-        assert rnd.result is not None
-        if outcome != pb.APPLIED:
-            return self._current(outcome, staleness)
-        new_version, reply = rnd.result
-        return PushResult(outcome, new_version, staleness, reply)
 
     def _close_round(self, rnd: Round, timed_out: bool) -> None:
         missing = self._rounds.close(rnd, timed_out)
@@ -455,6 +511,7 @@ class Shard:
                 env_frames=self.env_frames,
                 pushes_applied=self.pushes_applied,
                 pushes_dropped=self.pushes_dropped,
+                pushes_repeated=self.pushes_repeated,
                 live_learners=live,
                 checkpoint_version=self.checkpoint_version,
                 num_variables=len(self._specs),

@@ -79,11 +79,20 @@ def encode_parameters(params: Mapping[str, np.ndarray], field: int = PARAMETERS_
 
 
 def push_reply(
-    outcome: int, version: int, staleness: int, env_frames: int, parts: list[bytes | memoryview]
+    outcome: int,
+    version: int,
+    staleness: int,
+    env_frames: int,
+    parts: list[bytes | memoryview],
+    repeated: bool = False,
 ) -> bytes:
     """A serialised PushPullResponse: its small fields, then the parameters (one copy)."""
     head = pb.PushPullResponse(
-        outcome=outcome, version=version, staleness=staleness, env_frames=env_frames
+        outcome=outcome,
+        version=version,
+        staleness=staleness,
+        env_frames=env_frames,
+        repeated=repeated,
     ).SerializeToString()
     return b"".join([head, *parts])
 
@@ -127,6 +136,8 @@ class PushRequest:
     gradients: list[RawTensor] = field(default_factory=list)
     env_frames: int = 0
     samples: int = 0
+    session: str = ""  # idempotency key: (client_id, session, sequence)
+    sequence: int = 0
     error: str = ""  # set instead of raising, so the servicer can answer
     size: int = 0  # bytes on the wire
 
@@ -214,6 +225,10 @@ def parse_push_request(data: bytes) -> PushRequest:
                 out.env_frames = _signed64(value)
             elif number == 5 and wire_type == 0:
                 out.samples = _signed64(value)
+            elif number == 6 and wire_type == 2:
+                out.session = bytes(value).decode("utf-8")
+            elif number == 7 and wire_type == 0:
+                out.sequence = value & ((1 << 64) - 1)  # uint64
     except (WireError, UnicodeDecodeError) as e:
         out.error = f"malformed PushPullRequest: {e}"
     return out

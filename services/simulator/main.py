@@ -6,15 +6,15 @@
 Pool I steps `simulator_procs` environments of `env` together and opens one Act stream
 to learner J (default I mod `learners`), found in RUN_DIR/addresses/learner-J and waited
 for. If the stream breaks (the learner restarts, moves to another port, or refuses a
-message), the pool backs off, reads the address again and starts over with fresh
-episodes; it never gives up. SIGTERM or SIGINT ends it cleanly with exit code 0. A bad
-environment id ends it at once with a one-line error (exit code 2).
+message), the pool backs off (ba3c.backoff: 0.2 s doubling to 5 s, with jitter), reads
+the address again and starts over with fresh episodes; it never gives up. SIGTERM or
+SIGINT ends it cleanly with exit code 0. A bad environment id ends it at once with a
+one-line error (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +22,7 @@ import grpc
 import structlog
 
 from ba3c import envs, rpc, rundir, service
+from ba3c.backoff import Backoff
 from services.simulator import metrics, stream
 
 log = structlog.get_logger()
@@ -51,22 +52,6 @@ def list_envs() -> int:
     print("Other gymnasium ids (need a 1-D Box observation and Discrete actions):")
     print("  " + " ".join(ids["other"]))
     return 0
-
-
-class Backoff:
-    """Exponential backoff with jitter between reconnects: 0.2 s doubling to 5 s."""
-
-    def __init__(self, initial: float = 0.2, maximum: float = 5.0):
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def reset(self) -> None:
-        self._next = self.initial
-
-    def next(self) -> float:
-        delay = self._next * random.uniform(0.8, 1.2)
-        self._next = min(self.maximum, self._next * 2)
-        return delay
 
 
 def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int) -> None:
