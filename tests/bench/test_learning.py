@@ -31,7 +31,7 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
         for v, f, m, minutes in ((10, 4000, -21.0, 1), (500, 200_000, -5.0, 30))
     ]
     # the last line is still being written: it must be skipped, not fail the reader
-    (run_dir.path / "eval.jsonl").write_text("\n".join(lines) + '\n{"version": 9')
+    run_dir.eval_path.write_text("\n".join(lines) + '\n{"version": 9')
     out = tmp_path / "learning.json"
     done = subprocess.run(
         [*LEARNING, "--from-run", str(run_dir.path), "--out", str(out)],

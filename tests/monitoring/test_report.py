@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ba3c.rundir import RunDir
 from ba3c.tools import report
 from tests.support import ROOT
 
@@ -69,7 +70,7 @@ def finished_run(tmp_path_factory) -> Path:
         }
         for v in (3, 6, 9)
     ]
-    (run_dir / "eval.jsonl").write_text(
+    RunDir(run_dir).eval_path.write_text(
         "".join(json.dumps(x) + "\n" for x in lines) + '{"version": 12, "env_fr'
     )  # a line being written
     return run_dir
