@@ -1,0 +1,1 @@
+"""Tests across four network-namespace hosts on this machine (issue 14)."""
