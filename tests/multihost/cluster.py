@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +220,35 @@ def build_network() -> None:
         _ip(*ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
         _ip(*ns, "link", "set", "eth0", "up")
         _ip(*ns, "link", "set", "lo", "up")
+
+
+def cluster_running() -> bool:
+    """Whether the slurmctld of a multi-host cluster (this module's) is alive."""
+    try:
+        pid = int((STATE / "slurmctld.pid").read_text().split()[0])
+        return b"slurmctld" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+@contextlib.contextmanager
+def namespace_hosts() -> Iterator[tuple[Host, ...]]:
+    """The four hosts' network and names alone, without Slurm (bench/multihost.py starts the
+    services itself). Refuses to run beside a live cluster, which uses the same names."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None:
+        raise ClusterError("namespace hosts need root with `ip` (iproute2) and `nsenter`")
+    if cluster_running():
+        raise ClusterError(
+            "the multi-host test cluster is running (its slurmctld is alive); wait for it"
+        )
+    remove_leftovers()
+    try:
+        build_network()
+        write_hosts_lines(list(HOSTS))
+        yield HOSTS
+    finally:
+        remove_network()
+        write_hosts_lines([])
 
 
 def remove_network() -> None:

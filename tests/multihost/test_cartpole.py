@@ -17,6 +17,8 @@ from tests.multihost.job import H2, H3, RunningJob, host_of, listening_addresses
 from tests.slurm.cluster import wait_for_job_end
 from tests.support import wait_for
 
+pytestmark = pytest.mark.slow  # one shared job: over a minute for the module
+
 RPC_TIMEOUT = 3.0
 CARTPOLE = [
     *("-e", "CartPole-v1", "--model", "mlp", "--lr", "0.001", "--beta1", "0.9"),
