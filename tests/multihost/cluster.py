@@ -150,7 +150,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def check_host() -> None:
     """Root with `ip`, `unshare`, Slurm and munge, or ClusterError saying what is missing."""
     check_slurm()
-    missing = [b for b in ("ip", "unshare", "munged", "munge") if shutil.which(b) is None]
+    missing = [
+        b for b in ("ip", "ss", "nsenter", "unshare", "munged", "munge") if shutil.which(b) is None
+    ]
     if missing:
         raise ClusterError(
             f"missing {', '.join(missing)}: the multi-host tests need iproute2, util-linux "
@@ -203,18 +205,7 @@ def build_network() -> None:
     _ip("link", "set", BRIDGE, "up")
     for host in HOSTS:
         _ip("netns", "add", host.namespace)
-        _ip(
-            "link",
-            "add",
-            host.link_name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            host.namespace,
-        )
+        _ip(*f"link add {host.link_name} type veth peer name eth0 netns {host.namespace}".split())
         _ip("link", "set", host.link_name, "master", BRIDGE, "up")
         ns = ("-n", host.namespace)
         _ip(*ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
@@ -308,7 +299,7 @@ class MultiHostCluster(Cluster):
         runs even when an earlier one failed, and the first error is raised at the end."""
         errors: list[BaseException] = []
         for step in (
-            lambda: [self.link(h, up=True) for h in self.hosts],
+            lambda: [_ip("link", "set", h.link_name, "up", check=False) for h in self.hosts],
             super().stop,
             remove_network,
             lambda: write_hosts_lines([]),
