@@ -41,14 +41,21 @@ def host_of(role: str, index: int) -> Host:
     return {"paramserver": H1, "learner": H2, "evaluator": H4}.get(role) or POOL_HOSTS[index]
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """An exposition as {name{labels}: value} (labels sorted, as tests.learner.cluster)."""
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+def exposed(metric) -> str:
+    """The sample name a prometheus_client metric object is served under (counters end in
+    _total); tests name metrics through the services' own objects, so renames follow."""
+    family = metric.describe()[0]
+    return family.name + "_total" if family.type == "counter" else family.name
+
+
+def value_of(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples `name` on an exposition whose labels include `labels` (0 if none)."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 FETCH = (
@@ -73,20 +80,19 @@ class RunningJob:
         entry = json.loads(self.run_dir.target_path(role, index).read_text())
         return entry[0]["targets"][0]
 
-    def metrics(self, role: str, index: int = 0) -> dict[str, float]:
-        """ROLE-INDEX's /metrics, scraped from the host side over the bridge."""
+    def exposition(self, role: str, index: int = 0, inside: bool = False) -> str:
+        """ROLE-INDEX's /metrics page, scraped from the host side over the bridge, or
+        `inside` its own host (which works with the host's link down)."""
         url = f"http://{self.metrics_address(role, index)}/metrics"
-        return parse_metrics(urllib.request.urlopen(url, timeout=5).read().decode())
+        if inside:
+            host = host_of(role, index)
+            return self.cluster.in_namespace(host, sys.executable, "-c", FETCH, url)
+        return urllib.request.urlopen(url, timeout=5).read().decode()
 
-    def metrics_inside(self, role: str, index: int = 0) -> dict[str, float]:
-        """ROLE-INDEX's /metrics, scraped from inside its own host (works with its link down)."""
-        url = f"http://{self.metrics_address(role, index)}/metrics"
-        host = host_of(role, index)
-        return parse_metrics(self.cluster.in_namespace(host, sys.executable, "-c", FETCH, url))
-
-    def metric(self, role: str, name: str, index: int = 0, inside: bool = False) -> float:
-        found = (self.metrics_inside if inside else self.metrics)(role, index)
-        return found.get(name, 0.0)
+    def metric(
+        self, role: str, name: str, index: int = 0, inside: bool = False, **labels: str
+    ) -> float:
+        return value_of(self.exposition(role, index, inside), name, **labels)
 
     def shard(self, index: int):
         """The shard's StatusResponse, asked from the host side."""

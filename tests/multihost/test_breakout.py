@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.multihost.job import H1, RunningJob, start_job
+from services.learner import metrics as learner_metrics
+from tests.multihost.job import H1, RunningJob, exposed, start_job
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow  # one shared job: over a minute for the module
@@ -24,8 +25,8 @@ BREAKOUT = [
     *("--eval_episodes", "1", "--eval_max_steps", "100", "--save_every", "0"),
     *("--rpc_timeout", str(RPC_TIMEOUT), "--sync_timeout", str(SYNC_TIMEOUT)),
 ]
-FAILURES = "ba3c_learner_pushpull_failures_total"
-TRAIN_STEPS = "ba3c_learner_train_steps_total"
+FAILURES = exposed(learner_metrics.PUSHPULL_FAILURES)
+TRAIN_STEPS = exposed(learner_metrics.TRAIN_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,7 @@ def breakout(hosts, tmp_path_factory) -> Iterator[RunningJob]:
 
 
 def failures(job: RunningJob, learner: int) -> float:
-    found = job.metrics("learner", learner)
-    return sum(v for k, v in found.items() if k.startswith(FAILURES + "{"))
+    return job.metric("learner", FAILURES, learner)
 
 
 def test_breakout_trains_the_split_fc_kernel_on_both_shards_and_records_a_video(breakout):
