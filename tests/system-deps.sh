@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (Slurm, munge, Prometheus, iproute2 for the
-# namespace hosts), when run as root on Debian and they are missing. Elsewhere it only
-# says what the tests will miss.
+# Installs the Debian packages the tests need (Slurm, munge, Prometheus), when run as root
+# on Debian and they are missing. Elsewhere it only says what the tests will miss.
 set -euo pipefail
 packages=(slurm-wlm munge prometheus iproute2 util-linux)   # filled in as test suites that need system packages land
 missing=()
