@@ -3,7 +3,7 @@
 # examples/node-pool), when run as root on Debian and they are missing. Elsewhere it only
 # says what the tests will miss.
 set -euo pipefail
-packages=(slurm-wlm munge prometheus)   # filled in as test suites that need system packages land
+packages=(slurm-wlm munge prometheus iproute2 util-linux)   # filled in as test suites that need system packages land
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
