@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ba3c import checkpoint
+from ba3c.tools import monitor
 from services.learner import metrics as learner_metrics
 from services.simulator import metrics as simulator_metrics
 from tests.monitoring.prom import PrometheusAPI
@@ -26,11 +27,6 @@ from tests.multihost.job import (
 )
 from tests.slurm.cluster import wait_for_job_end
 from tests.support import wait_for
-
-try:  # issue 19 moves the tools out of the core
-    from ba3c.tools import monitor
-except ImportError:
-    from ba3c import monitor
 
 pytestmark = pytest.mark.slow  # one shared job: over a minute for the module
 
@@ -194,11 +190,14 @@ def test_learner_host_cut_off_past_rpc_timeout_recovers(hosts, cartpole):
         "the pools back on the learner and both shards taking its pushes again",
         interval=0.5,
     )
-    print(f"PushPulls that hit the {RPC_TIMEOUT}s deadline while cut off: {timed_out:g}")
+    repeated = [cartpole.shard(k).pushes_repeated for k in (0, 1)]
+    print(
+        f"PushPulls that hit the {RPC_TIMEOUT}s deadline while cut off: {timed_out:g}; "
+        f"retries answered from the shards' stored outcomes: {repeated}"
+    )
     # No push applied twice: each applied push is one train step of the (only) learner, and
-    # at most one push per shard is in flight (applied, not counted yet by the learner).
-    # TODO(lead, after issue 14 §3 merges): print StatusResponse.pushes_repeated next to
-    # timed_out (retries answered from the shard's store); the bound below stays the check.
+    # at most one push per shard is in flight (applied, not counted yet by the learner). A
+    # retried push carries its first attempt's idempotency key (issue 14 section 3).
     for k in (0, 1):
         shard = cartpole.shard(k)  # first the shard, then the learner: its counters only grow
         trained = cartpole.metric("learner", TRAIN_STEPS)
