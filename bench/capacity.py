@@ -119,7 +119,7 @@ def shard_variables(model: str, fc_neurons: int, of_shards: int) -> dict[str, li
 
 def reply_header(reply: bytes) -> tuple[int, int]:
     """(outcome, version) from a serialised PushPullResponse without parsing the
-    parameters: the scalar fields come first (services/paramserver/wire.push_reply)."""
+    parameters: the scalar fields come first (tensors.serialize in the shard's reply)."""
     values, pos = {}, 0
     while pos < len(reply) and len(values) < 2:
         key, pos = _varint(reply, pos)

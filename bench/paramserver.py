@@ -313,8 +313,8 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dic
 def breakdown(repeats: int = 15) -> dict[str, float]:
     """CPU milliseconds (this thread) of each step of one PushPull on a 1-shard Nature CNN,
     measured in-process: where the shard's time goes, independent of the network."""
-    from services.paramserver import wire
     from services.paramserver.optimizers import Hyper, Optimizer
+    from services.paramserver.servicer import parse_push_request
     from services.paramserver.shard import check_gradients
 
     params, grads = model()
@@ -333,21 +333,26 @@ def breakdown(repeats: int = 15) -> dict[str, float]:
         data = pb.PushPullRequest(
             client_id="b", version=0, gradients=tensors.encode_named(grads, dtype)
         ).SerializeToString()
-        request = wire.parse_push_request(data)
-        cpu_ms(f"parse request ({dtype})", lambda d=data: wire.parse_push_request(d))
+        request = parse_push_request(data)
+        cpu_ms(f"parse request ({dtype})", lambda d=data: parse_push_request(d))
         cpu_ms(
             f"validate gradients ({dtype})", lambda r=request: check_gradients(specs, r.gradients)
         )
     checked = check_gradients(
         specs,
-        wire.parse_push_request(
+        parse_push_request(
             pb.PushPullRequest(gradients=tensors.encode_named(grads)).SerializeToString()
         ).gradients,
     )
     for name in ("adam", "rmsprop", "sgd"):
         optimizer = Optimizer(Hyper(optimizer=name), specs)
         cpu_ms(f"apply {name}", lambda o=optimizer: o.apply(params, checked, 1e-6))
-    cpu_ms("build reply", lambda: wire.push_reply(1, 1, 0, 0, wire.parameter_parts(params)))
+    cpu_ms(
+        "build reply",
+        lambda: tensors.serialize(
+            pb.PushPullResponse(outcome=1, version=1), tensors.named_tensors_field(3, params)
+        ),
+    )
     return out
 
 

@@ -22,14 +22,12 @@ from ba3c import tensors
 from ba3c.checkpoint import Checkpoint
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
-from services.paramserver import metrics, wire
+from services.paramserver import metrics
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
 from services.paramserver.sync import Round
 
 log = structlog.get_logger()
-
-GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
 
 
 class ShardError(Exception):
@@ -83,7 +81,7 @@ class PushResult:
     outcome: int  # pb.PushOutcome
     version: int
     staleness: int
-    reply: bytes  # the serialised PushPullResponse (see wire.py)
+    reply: bytes  # the serialised PushPullResponse (see Shard._reply)
 
 
 def _describe(names: Iterable[str], limit: int = 8) -> str:
@@ -115,15 +113,12 @@ def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, n
     return arrays
 
 
-_GRADIENT_WIRE = {
-    tensor_pb2.FLOAT32: np.dtype("<f4"),
-    tensor_pb2.BFLOAT16: np.dtype("<u2"),
-    tensor_pb2.FLOAT16: np.dtype("<f2"),
-}
+GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
+PARAMETERS_FIELD = 3  # `repeated NamedTensor parameters = 3` in PushPull's and Pull's replies
 
 
 def check_gradients(
-    specs: Mapping[str, tuple[int, ...]], raw: Iterable[wire.RawTensor]
+    specs: Mapping[str, tuple[int, ...]], raw: Iterable[tensors.RawTensor]
 ) -> dict[str, np.ndarray]:
     """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
     unknown, missing, repeated, of the wrong dtype or shape, or not finite. Arrays are
@@ -135,7 +130,7 @@ def check_gradients(
             raise InvalidArgument(f"unknown variable {name!r}: this shard holds {_describe(specs)}")
         if name in grads:
             raise InvalidArgument(f"variable {name!r} appears twice")
-        if t.dtype not in _GRADIENT_WIRE:
+        if t.dtype not in GRADIENT_DTYPES:
             raise InvalidArgument(
                 f"variable {name!r}: gradient dtype "
                 f"{tensors.dtype_name(t.dtype)} is not allowed "
@@ -146,17 +141,10 @@ def check_gradients(
                 f"variable {name!r}: gradient shape {list(t.shape)} does "
                 f"not match the variable's {list(specs[name])}"
             )
-        wire_dtype = _GRADIENT_WIRE[t.dtype]
-        expected = int(np.prod(specs[name], dtype=np.int64)) * wire_dtype.itemsize
-        if len(t.data) != expected:
-            raise InvalidArgument(
-                f"variable {name!r}: shape {list(t.shape)} of "
-                f"{tensors.dtype_name(t.dtype)} needs {expected} bytes, got "
-                f"{len(t.data)}"
-            )
-        g = np.frombuffer(t.data, dtype=wire_dtype).reshape(specs[name])
-        if t.dtype == tensor_pb2.BFLOAT16:  # widen in one pass: float32 = bits << 16
-            g = np.left_shift(g, np.uint32(16), out=np.empty(g.shape, np.uint32)).view(np.float32)
+        try:
+            g = tensors.decode(t)
+        except tensors.TensorError as e:
+            raise InvalidArgument(f"variable {name!r}: {e}") from None
         # a sum is a cheap single pass; only if it is not finite do we look closer, since
         # huge but finite values can overflow it
         if (
@@ -302,7 +290,7 @@ class Shard:
             )
 
     def push(
-        self, client_id: str, version: int, raw: Iterable[wire.RawTensor], env_frames: int = 0
+        self, client_id: str, version: int, raw: Iterable[tensors.RawTensor], env_frames: int = 0
     ) -> PushResult:
         """Handles one PushPull; in sync mode blocks until the push's round is applied."""
         if not client_id:
@@ -343,8 +331,14 @@ class Shard:
             staleness,
             self._reply(
                 ("push", outcome, staleness, self.env_frames),
-                lambda parts: wire.push_reply(
-                    outcome, self.version, staleness, self.env_frames, parts
+                lambda parts: tensors.serialize(
+                    pb.PushPullResponse(
+                        outcome=outcome,
+                        version=self.version,
+                        staleness=staleness,
+                        env_frames=self.env_frames,
+                    ),
+                    parts,
                 ),
             ),
         )
@@ -424,8 +418,9 @@ class Shard:
             self._on_checkpoint(self._snapshot())
 
     def _reply(self, key: tuple, build: Callable[[list], bytes]) -> bytes:
-        """The reply `key` for the current version, built once (one copy of the parameters)
-        and handed to every caller that gets the same answer."""
+        """The reply `key` for the current version, built once (its small fields by
+        protobuf, then the parameters from views of their arrays: one copy, by
+        tensors.serialize) and handed to every caller that gets the same answer."""
         assert self._params is not None
         if self._replies_version != self.version:
             self._replies.clear()
@@ -434,7 +429,9 @@ class Shard:
         if reply is None:
             if len(self._replies) >= 4:  # e.g. many dropped pushes at one version
                 self._replies.pop(next(iter(self._replies)))
-            reply = self._replies[key] = build(wire.parameter_parts(self._params))
+            reply = self._replies[key] = build(
+                tensors.named_tensors_field(PARAMETERS_FIELD, self._params)
+            )
         return reply
 
     def pull(self, have_version: int) -> bytes:
@@ -445,10 +442,16 @@ class Shard:
                     "the shard is not initialised yet: learner 0 must call Initialize first"
                 )
             if have_version == self.version:
-                return wire.pull_reply(self.version, self.env_frames, None)
+                return tensors.serialize(
+                    pb.PullResponse(
+                        version=self.version, unchanged=True, env_frames=self.env_frames
+                    )
+                )
             return self._reply(
                 ("pull", self.env_frames),
-                lambda parts: wire.pull_reply(self.version, self.env_frames, parts),
+                lambda parts: tensors.serialize(
+                    pb.PullResponse(version=self.version, env_frames=self.env_frames), parts
+                ),
             )
 
     # -- status, checkpoints, shutdown ----------------------------------------------------------
