@@ -22,7 +22,7 @@ from ba3c import tensors
 from ba3c.checkpoint import Checkpoint
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
-from services.paramserver import metrics
+from services.paramserver import kernels, metrics
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
 from services.paramserver.sync import Round
@@ -122,7 +122,8 @@ def check_gradients(
 ) -> dict[str, np.ndarray]:
     """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
     unknown, missing, repeated, of the wrong dtype or shape, or not finite. Arrays are
-    read-only views of the request's bytes (bfloat16 is widened to float32)."""
+    read-only views of the request's bytes, bfloat16 left as its uint16 bit patterns (the
+    compiled update widens each element as it reads it)."""
     grads: dict[str, np.ndarray] = {}
     for t in raw:
         name = t.name
@@ -142,15 +143,11 @@ def check_gradients(
                 f"not match the variable's {list(specs[name])}"
             )
         try:
-            g = tensors.decode(t)
+            g = tensors.decode(t, widen_bfloat16=False)
         except tensors.TensorError as e:
             raise InvalidArgument(f"variable {name!r}: {e}") from None
-        # a sum is a cheap single pass; only if it is not finite do we look closer, since
-        # huge but finite values can overflow it
-        if (
-            not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32))
-            and not np.isfinite(g).all()
-        ):
+        # every variable is checked before any is updated, so a refused push changes nothing
+        if not kernels.all_finite(kernels.as_kernel_input(g)):
             raise InvalidArgument(f"variable {name!r}: gradient contains NaN or Inf")
         grads[name] = g
     missing = [n for n in specs if n not in grads]
@@ -185,6 +182,7 @@ class Shard:
         self._params: dict[str, np.ndarray] | None = None
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
+        self._sums: dict[str, np.ndarray] = {}  # a sync round's sum of pushes
         self._round: Round | None = None
         self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
@@ -206,6 +204,7 @@ class Shard:
         self._params = {n: np.array(a, dtype=np.float32) for n, a in params.items()}
         self._specs = {n: a.shape for n, a in self._params.items()}
         self._optimizer = Optimizer(self.settings.hyper, self._specs, optimizer_threads())
+        self._sums = {n: np.empty(s, np.float32) for n, s in self._specs.items()}
         metrics.PARAMETERS.set(sum(a.size for a in self._params.values()))
 
     def initialize(
@@ -359,7 +358,7 @@ class Shard:
             return self._current(pb.DROPPED_STALE, staleness)
         rnd = self._round
         if rnd is None:
-            rnd = self._round = Round(self.version, self.settings.sync_timeout)
+            rnd = self._round = Round(self.version, self.settings.sync_timeout, self._sums)
         if client_id in rnd.clients:
             self._drop("surplus")
             outcome = pb.DROPPED_SURPLUS
@@ -396,7 +395,8 @@ class Shard:
                 replicas_to_aggregate=self.settings.replicas,
                 no_longer_waiting_for=sorted(missing),
             )
-        self._apply(rnd.average(), pushes=rnd.count)
+        total, scale = rnd.average()
+        self._apply(total, pushes=rnd.count, scale=scale)
         rnd.result = (self.version, self._current(pb.APPLIED, 0).reply, self.env_frames)
         self._round = None
         metrics.ROUND_WAITING.set(0)
@@ -405,10 +405,10 @@ class Shard:
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))
         self._cond.notify_all()
 
-    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int) -> None:
+    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int, scale: float = 1.0) -> None:
         assert self._params is not None and self._optimizer is not None
         lr = self.settings.hyper.learning_rate(self.version)
-        self._optimizer.apply(self._params, grads, lr)
+        self._optimizer.apply(self._params, grads, lr, scale)
         self.version += 1
         self.pushes_applied += pushes
         metrics.PUSHES_APPLIED.inc(pushes)
