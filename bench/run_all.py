@@ -1,6 +1,6 @@
 """`make bench`: the quick variant of every benchmark, then one table of targets.
 
-    .venv/bin/python bench/run_all.py [--only learner paramserver capacity simulator]
+    .venv/bin/python bench/run_all.py [--only learner paramserver capacity pushcost simulator]
                                       [--summarise-only]
 
 Runs each benchmark script as its own process (one after the other, so that they do not
@@ -32,9 +32,10 @@ QUICK = {
     "learner": ["--seconds", "30", "--windows", "3"],
     "paramserver": ["--shards", "1", "2", "4", "--repeats", "3", "--steps", "10"],
     "capacity": ["--learners", "1", "2", "4", "8", "16", "--seconds", "2", "--repeats", "3"],
+    "pushcost": ["--pushes", "30", "--repeats", "3"],
     "simulator": ["--envs", "16", "--repeats", "3", "--seconds", "2"],
 }
-TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90}
+TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90, "pushcost": 1.3}
 
 
 def run(name: str) -> dict:
@@ -94,6 +95,14 @@ def limit_section(result: dict) -> tuple[list[list], str]:
     ], "E, I and T before and after the end-to-end run, [min-max] of the two.\n\n" + table
 
 
+def _cpu_ratio(row: dict, raw: dict) -> str:
+    """Caller + server CPU per step over raw's: the overhead load cannot blur."""
+    if "client_cpu_ms" not in row:
+        return "-"
+    used = row["client_cpu_ms"] + row["server_cpu_ms"]
+    return f"{used / (raw['client_cpu_ms'] + raw['server_cpu_ms']):.2f}"
+
+
 def transport_section(result: dict) -> tuple[list[list], str]:
     by = {(r["shards"], r["variant"], r["grad_dtype"]): r for r in result["rows"]}
     rows, targets = [], []
@@ -116,6 +125,7 @@ def transport_section(result: dict) -> tuple[list[list], str]:
                 f"(x{learner['ratio_to_raw']:.2f})",
                 f"{server['server_cpu_ms']}",
                 f"{stub.get('client_cpu_ms', '-')} / {learner.get('client_cpu_ms', '-')}",
+                _cpu_ratio(learner, raw),
             ]
         )
         targets.append(
@@ -138,6 +148,7 @@ def transport_section(result: dict) -> tuple[list[list], str]:
             "zero-copy codec ms",
             "shard CPU ms/step",
             "caller CPU ms/step (stub / codec)",
+            "codec CPU x raw (caller + server)",
         ],
         rows,
     )
@@ -189,6 +200,12 @@ def knee(rows: list[dict]) -> int:
     return rows[-1]["learners"]
 
 
+def _push_bytes(result: dict) -> int | None:
+    if "request_bytes" not in result:
+        return None  # results of a run before the network columns
+    return result["request_bytes"] + result["reply_bytes"]
+
+
 def capacity_section(result: dict) -> tuple[list[list], str]:
     from bench.capacity import table
 
@@ -201,7 +218,28 @@ def capacity_section(result: dict) -> tuple[list[list], str]:
         f"One shard of {result['shard_parameters']:,} parameters ({result['model']}, "
         f"1 of {result['of_shards']}), {result['grad_dtype']} gradients, "
         f"{result['repeats']} windows of {result['seconds_per_window']:g} s. Knee "
-        f"(more learners add < 10% pushes/s): {knees}.\n\n" + table(result["rows"])
+        f"(more learners add < 10% pushes/s): {knees}.\n\n"
+        + table(result["rows"], _push_bytes(result))
+    )
+
+
+def pushcost_section(result: dict) -> tuple[list[list], str]:
+    from bench.pushcost import table
+
+    targets = [
+        [
+            f"shard CPU per push / (raw gRPC echo + compiled update), {r['model']} "
+            f"{r['parameters'] / 1e6:.2f}M, {r['optimizer']}, {r['grad_dtype']}",
+            f"{r['ratio']['median']:.2f}",
+            f"<= {TARGETS['pushcost']:.1f}",
+            verdict(r["ratio"]["median"] <= TARGETS["pushcost"]),
+        ]
+        for r in result["rows"]
+    ]
+    return targets, (
+        f"One shard, one caller, {result['repeats']} repeats of {result['pushes']} calls "
+        "(CPU from /proc/PID/task/*/schedstat; the update alone in-process).\n\n"
+        + table(result["rows"])
     )
 
 
@@ -210,6 +248,7 @@ SECTIONS = {
     "paramserver": ("Transport (bench/paramserver.py)", transport_section),
     "simulator": ("Simulator (bench/simulator.py)", simulator_section),
     "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section),
+    "pushcost": ("Push cost (bench/pushcost.py)", pushcost_section),
 }
 
 
