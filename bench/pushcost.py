@@ -6,6 +6,8 @@
 Models (the shard's share of the parameters, as bench/capacity.py builds them):
   nature      the Nature CNN on one shard, 1,686,693 parameters
   tensorpack  shard 0 of the seed's network (fc 512) split 4 ways, 856,064 parameters
+  seed        shard 0 of the seed's best run's network (fc 128) split 4 ways, 241,664
+              parameters (not in the default set: the targets are for the two above)
 
 For each model and optimizer, one real `ba3c paramserver` (async, that optimizer, no
 checkpoints) and one echo server (bench/paramserver.py's: same gRPC server, token check
@@ -46,7 +48,12 @@ from bench.capacity import shard_variables  # noqa: E402
 from bench.common import RESULTS, fmt, machine, markdown, spread  # noqa: E402
 from bench.paramserver import ECHO_METHOD, Servers  # noqa: E402
 
-MODELS = {"nature": ("nature", 1), "tensorpack": ("tensorpack", 4)}
+MODELS = {  # name -> (bench/capacity.py model, fc_neurons, shards the model is split into)
+    "nature": ("nature", 512, 1),
+    "tensorpack": ("tensorpack", 512, 4),
+    "seed": ("tensorpack", 128, 4),
+}
+DEFAULT_MODELS = ["nature", "tensorpack"]
 TARGET = 1.3
 PUSHPULL = "/ba3c.v1.ParameterServer/PushPull"
 
@@ -75,8 +82,8 @@ def update_cpu_ms(optimizer: str, variables: dict, grads: dict, dtype: str, push
 
 
 def measure(model: str, optimizer: str, args, workdir: Path) -> dict:
-    name, of_shards = MODELS[model]
-    variables = shard_variables(name, 512, of_shards)
+    name, fc_neurons, of_shards = MODELS[model]
+    variables = shard_variables(name, fc_neurons, of_shards)
     parameters = int(sum(np.prod(s) for s in variables.values()))
     cfg = configuration.Config()
     cfg.net.metrics = False
@@ -169,7 +176,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=DEFAULT_MODELS)
     parser.add_argument(
         "--optimizers",
         nargs="+",
