@@ -5,6 +5,10 @@ In-process, no TensorFlow."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -138,3 +142,23 @@ def test_the_check_finds_nan_and_inf_anywhere(dtype, bad):
 def test_huge_but_finite_gradients_pass_the_check():
     g = np.full(64, np.finfo(np.float32).max, np.float32)
     assert kernels.all_finite(g)  # a sum would overflow to Inf; the check must not
+
+
+def test_kernels_compile_without_a_writable_cache(tmp_path):
+    """A read-only install with no writable home (a container) must still start: the
+    kernels then compile at every start instead of failing to import."""
+    env = {
+        **os.environ,
+        # numba finds no cache directory at all (as in a read-only image without HOME)
+        "NUMBA_CACHE_LOCATOR_CLASSES": "_IPythonCacheLocator",
+    }
+    code = (
+        "import numpy as np\n"
+        "from services.paramserver import kernels\n"
+        "assert not kernels.all_finite(np.array([1, np.nan], np.float32))\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
