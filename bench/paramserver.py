@@ -6,9 +6,10 @@ The model is the Nature CNN (conv 8x8x4x32, 4x4x32x64, 3x3x64x64, fc 3136x512, p
 512x4, value 512x1, biases: 1.69M float32 parameters), split over K shards (the fc kernel
 cut into K pieces, as --fc_splits K does). For each K it starts K real `ba3c paramserver`
 processes (async, Adam) and K "echo" processes: gRPC servers built the same way
-(ba3c.rpc.make_server, token check included) whose one method answers a request with a
-reply of the requested size and does nothing else. One step sends every shard its bytes in
-parallel and waits for all replies, like the learner does. Variants:
+(ba3c.rpc.make_server, token check included, the shard's malloc settings) whose one
+method answers a request with a reply of the requested size and does nothing else. One
+step sends every shard its bytes in parallel and waits for all replies, like the learner
+does. Variants:
 
   raw        echo servers: request = the PushPullRequest's bytes, reply = as many bytes as
              the PushPullResponse; no protobuf, no numpy on either side
@@ -86,6 +87,9 @@ RESULTS = ROOT / "bench" / "results" / "paramserver.json"
 
 
 def serve_echo(run_dir: Path, index: int) -> None:
+    from services.paramserver import memory
+
+    memory.reuse_large_buffers()  # as the shard does, so that both allocate alike
     replies: dict[int, bytes] = {}
 
     def echo(request: bytes, _context) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import structlog
 
 from ba3c import checkpoint, rpc, service
-from services.paramserver import kernels
+from services.paramserver import kernels, memory
 from services.paramserver.checkpointing import CheckpointWriter, restore_newest
 from services.paramserver.servicer import SERVICE, ParameterServerServicer
 from services.paramserver.shard import Settings, Shard
@@ -28,6 +28,7 @@ ROLE = "paramserver"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    memory.reuse_large_buffers()
     ctx = service.start(argv, ROLE, "Serve one shard of the model's parameters.")
     cfg = ctx.cfg
     settings = Settings.from_config(cfg, ctx.index)
