@@ -230,7 +230,7 @@ def pushcost_section(result: dict) -> tuple[list[list], str]:
         [
             f"shard CPU per push / (raw gRPC echo + compiled update), {r['model']} "
             f"{r['parameters'] / 1e6:.2f}M, {r['optimizer']}, {r['grad_dtype']}",
-            f"{r['ratio']['median']:.2f}",
+            f"{r['ratio']['median']:.3f}",
             f"<= {TARGETS['pushcost']:.1f}",
             verdict(r["ratio"]["median"] <= TARGETS["pushcost"]),
         ]
