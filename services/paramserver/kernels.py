@@ -13,10 +13,13 @@ ZeroDivisionError checks).
 Why numba: the update is element-wise arithmetic over 3-4 arrays, which numpy can only do
 as 6-10 separate passes with temporaries; one compiled loop reads each array once (Adam on
 1.69M parameters: ~0.5 ms against numpy's ~2 ms). numba needs no compiler on the node and
-no build step in the containers. Each kernel compiles in ~0.3 s the first time; `cache=True`
-keeps the machine code beside this file (or in numba's user cache directory), so a shard
-that starts again loads it in milliseconds. `warm_up` compiles the configured optimizer's
-kernels when the shard installs its parameters, so the first push does not pay for it.
+no build step in the containers. Every kernel has explicit signatures, compiled when this
+module is imported (before a shard publishes its address, so no call waits for a
+compiler): gradients typed as read-only views at any alignment, which is what arrays over
+received bytes are (writable, aligned arrays convert to that type for free), so one
+compiled variant per gradient dtype serves every caller. The 15 variants take a few
+seconds to compile the first time; `cache=True` keeps the machine code beside this file
+(or in numba's user cache directory), and later starts load it in milliseconds.
 """
 
 from __future__ import annotations
@@ -26,14 +29,30 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+_F32 = types.float32
+_OWN = types.Array(types.float32, 1, "C")  # the shard's arrays: writable, aligned
 
-def _compiled(fn):
-    """njit for the kernels: no GIL (the optimizer's threads run them in parallel), numpy's
-    error model (vectorised division), and the on-disk cache where there is one."""
-    try:
-        return njit(nogil=True, error_model="numpy", cache=True)(fn)
-    except RuntimeError:  # no writable cache directory: compile at every start instead
-        return njit(nogil=True, error_model="numpy")(fn)
+
+def _received(dtype) -> types.Array:
+    """A flat array over received bytes: read-only, at whatever alignment it arrived."""
+    return types.Array(dtype, 1, "C", readonly=True, aligned=False)
+
+
+GRADIENTS = [_received(t) for t in (types.float32, types.uint16, types.int16)]
+
+
+def _compiled(signatures):
+    """njit with these signatures, compiled now: no GIL (the optimizer's threads run them
+    in parallel), numpy's error model (vectorised division), and the on-disk cache where
+    there is one."""
+
+    def decorate(fn):
+        try:
+            return njit(signatures, nogil=True, error_model="numpy", cache=True)(fn)
+        except RuntimeError:  # no writable cache directory: compile at every start instead
+            return njit(signatures, nogil=True, error_model="numpy")(fn)
+
+    return decorate
 
 
 @intrinsic
@@ -81,7 +100,7 @@ def as_kernel_input(g: np.ndarray) -> np.ndarray:
     return flat.astype(np.float32)
 
 
-@_compiled
+@_compiled([types.boolean(_received(t), t) for t in (types.uint32, types.uint16, types.int16)])
 def _any_exponent_all_ones(bits, mask):
     found = 0
     for i in range(bits.size):
@@ -104,7 +123,7 @@ def all_finite(g: np.ndarray) -> bool:
     return not _any_exponent_all_ones(g.view(view), mask)
 
 
-@_compiled
+@_compiled([types.void(_OWN, g, types.boolean) for g in GRADIENTS])
 def accumulate(total, g, first):
     """total = g (first push of a sync round) or total += g, widening as it reads."""
     if first:
@@ -115,7 +134,7 @@ def accumulate(total, g, first):
             total[i] += _widen(g[i])
 
 
-@_compiled
+@_compiled([types.void(_OWN, g, _OWN, _OWN, *[_F32] * 5) for g in GRADIENTS])
 def adam(p, g, m, v, scale, one_minus_beta1, one_minus_beta2, alpha, eps):
     """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); p -= m alpha / (sqrt(v) + eps);
     with g = gradient * scale (scale: 1, or 1/N for the mean of a sync round)."""
@@ -128,7 +147,7 @@ def adam(p, g, m, v, scale, one_minus_beta1, one_minus_beta2, alpha, eps):
         p[i] -= mi * alpha / (np.sqrt(vi) + eps)
 
 
-@_compiled
+@_compiled([types.void(_OWN, g, _OWN, *[_F32] * 5) for g in GRADIENTS])
 def rmsprop(p, g, velocity, scale, rho, one_minus_rho, lr, eps):
     """velocity = rho velocity + (1 - rho) g^2; p -= lr g / sqrt(velocity + eps)."""
     for i in range(p.size):
@@ -138,7 +157,7 @@ def rmsprop(p, g, velocity, scale, rho, one_minus_rho, lr, eps):
         p[i] -= gi * lr / np.sqrt(vi + eps)
 
 
-@_compiled
+@_compiled([types.void(_OWN, g, _F32, _F32) for g in GRADIENTS])
 def sgd(p, g, scale, lr):
     """p -= lr g."""
     for i in range(p.size):
@@ -146,19 +165,3 @@ def sgd(p, g, scale, lr):
 
 
 UPDATES = {"adam": adam, "rmsprop": rmsprop, "sgd": sgd}
-_CONSTS = {"adam": 4, "rmsprop": 4, "sgd": 1}
-
-
-def warm_up(optimizer: str, gradient_types=(np.float32, np.uint16)) -> None:
-    """Compiles (or loads from the cache) `optimizer`'s kernels for float32 and bfloat16
-    gradients, and the check and sum, on a few elements."""
-    p = np.zeros(4, np.float32)
-    one = np.float32(1)
-    for kind in gradient_types:
-        g = np.zeros(4, kind)
-        all_finite(g)
-        accumulate(p, g, True)
-        slots = [
-            np.zeros(4, np.float32) for _ in range({"adam": 2, "rmsprop": 1}.get(optimizer, 0))
-        ]
-        UPDATES[optimizer](p, g, *slots, one, *([one] * _CONSTS[optimizer]))

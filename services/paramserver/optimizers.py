@@ -88,8 +88,6 @@ class Optimizer:
             raise ValueError(f"unknown optimizer {hyper.optimizer!r}; use one of {NAMES}")
         self.hyper = hyper
         self.compiled = compiled
-        if compiled:
-            kernels.warm_up(hyper.optimizer)
         self.step = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {
             slot: {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
