@@ -183,7 +183,10 @@ class WireError(TensorError):
 
 
 def varint(value: int) -> bytes:
-    """`value` (>= 0) as a protobuf base-128 varint."""
+    """`value` as a protobuf base-128 varint (a negative one as its 64-bit two's
+    complement, ten bytes, as protobuf writes an int64)."""
+    if value < 0:
+        value += 1 << 64
     out = bytearray()
     while True:
         low, value = value & 0x7F, value >> 7

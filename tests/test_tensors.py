@@ -177,3 +177,8 @@ def test_a_single_tensor_field_round_trips():
 def test_parse_refuses_malformed_bytes_with_a_reason(data, words):
     with pytest.raises(tensors.WireError, match=words):
         tensors.parse(data, psp.PushPullRequest)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, (1 << 63) - 1, -1, -(1 << 63)])
+def test_varints_are_written_as_protobuf_writes_them(value):
+    assert tensors.varint(value) == psp.PushPullRequest(version=value).SerializeToString()[1:]
