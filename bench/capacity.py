@@ -21,6 +21,9 @@ Per (mode, N), after `--warmup` seconds the run is cut into `--repeats` windows 
   shard CPU ms    CPU time of the shard process (all threads) per applied push; unlike
                   latency it hardly depends on the machine's load, so 1000 / it is the
                   pushes/s one dedicated core could apply
+  network         bytes in + out per push (request and reply, as serialised) times the
+                  applied pushes/s; and at the 1-core capacity, in Gb/s: the link a shard
+                  with its own core would need
 We print the median [min-max] over the windows; the machine's cores and load average are
 recorded. Writes bench/results/capacity.json. --model tiny is for tests (a few KB).
 """
@@ -104,7 +107,7 @@ def shard_variables(model: str, fc_neurons: int, of_shards: int) -> dict[str, li
 
 def reply_header(reply: bytes) -> tuple[int, int]:
     """(outcome, version) from a serialised PushPullResponse without parsing the
-    parameters: the scalar fields come first (services/paramserver/wire.push_reply)."""
+    parameters: the scalar fields come first (tensors.serialize in the shard's reply)."""
     values, pos = {}, 0
     while pos < len(reply) and len(values) < 2:
         key, pos = _varint(reply, pos)
@@ -305,6 +308,17 @@ class _background:
         return self._future.result()
 
 
+def bytes_per_push(variables: dict, grad_dtype: str) -> tuple[int, int]:
+    """(request, reply) bytes of one PushPull of this shard, as serialised (small fields
+    included, client ids as the synthetic learners send them)."""
+    shapes = {n: tuple(s) for n, s in variables.items()}
+    zeros = {n: np.zeros(s, np.float32) for n, s in shapes.items()}
+    head = pb.PushPullRequest(client_id="learner-0", version=1 << 20, samples=32, env_frames=32)
+    request = len(tensors.Packer(shapes, grad_dtype).serialize(head, zeros))
+    reply = pb.PushPullResponse(outcome=pb.APPLIED, version=1 << 20, env_frames=1 << 30)
+    return request, len(tensors.serialize(reply, tensors.named_tensors_field(3, zeros)))
+
+
 def summarise(mode: str, n: int, samples: list, records: list) -> dict:
     windows = []
     pairs = zip(samples, samples[1:], strict=False)
@@ -337,7 +351,19 @@ def summarise(mode: str, n: int, samples: list, records: list) -> dict:
     }
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], push_bytes: int | None = None) -> str:
+    """The rows; with `push_bytes` (request + reply) also the network they mean."""
+    net = push_bytes is not None
+
+    def network(r: dict) -> list[str]:
+        if not net:
+            return []
+        capacity = 1e3 / r["shard_cpu_ms_per_push"]["median"]
+        return [
+            f"{r['applied_per_s']['median'] * push_bytes / 1e6:,.0f}",
+            f"{capacity * push_bytes * 8 / 1e9:.1f}",
+        ]
+
     return markdown(
         [
             "mode",
@@ -348,6 +374,7 @@ def table(rows: list[dict]) -> str:
             "p99 ms",
             "shard CPU ms/push",
             "1-core capacity pushes/s",
+            *(["network MB/s (in+out)", "at 1-core capacity Gb/s"] if net else []),
             "dropped",
             "errors",
         ],
@@ -361,6 +388,7 @@ def table(rows: list[dict]) -> str:
                 fmt(r["p99_ms"], 1),
                 fmt(r["shard_cpu_ms_per_push"], 2),
                 f"{1e3 / r['shard_cpu_ms_per_push']['median']:,.0f}",
+                *network(r),
                 r["dropped"],
                 r["errors"],
             ]
@@ -408,6 +436,8 @@ def main(argv=None) -> int:
         return learner(Path(args.learner[0]), int(args.learner[1]))
     variables = shard_variables(args.model, args.fc_neurons, args.of_shards)
     parameters = int(sum(np.prod(s) for s in variables.values()))
+    request_bytes, reply_bytes = bytes_per_push(variables, args.grad_dtype)
+    push_bytes = request_bytes + reply_bytes
     started, before = time.time(), machine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="ba3c-bench-capacity-") as tmp:
@@ -419,7 +449,7 @@ def main(argv=None) -> int:
             try:
                 for n in args.learners:
                     rows.append(measure(mode, n, learners, variables, args, workdir))
-                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+                    print(table(rows[-1:], push_bytes).splitlines()[-1], flush=True)
             finally:
                 learners.stop()
     print(
@@ -427,7 +457,7 @@ def main(argv=None) -> int:
         f"shards), {args.grad_dtype} gradients; median [min-max] of {args.repeats} windows "
         f"of {args.seconds:g} s\n"
     )
-    print(table(rows))
+    print(table(rows, push_bytes))
     report = {
         "benchmark": "paramserver capacity: N synthetic learners against one shard",
         "command": "python -m bench.capacity " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -436,6 +466,8 @@ def main(argv=None) -> int:
         "fc_neurons": args.fc_neurons,
         "shard_parameters": parameters,
         "grad_dtype": args.grad_dtype,
+        "request_bytes": request_bytes,
+        "reply_bytes": reply_bytes,
         "seconds_per_window": args.seconds,
         "repeats": args.repeats,
         "machine_before": before,

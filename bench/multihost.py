@@ -32,12 +32,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import fmt, machine, markdown, spread  # noqa: E402
-from tests.multihost.cluster import HOSTS, ClusterError, Host, namespace_hosts  # noqa: E402
-from tests.support import Process, ba3c_command, make_run_dir, wait_for  # noqa: E402
+from bench.common import ROOT, fmt, machine, markdown, spread
+from tests.multihost.cluster import HOSTS, ClusterError, Host, namespace_hosts
+from tests.support import Process, ba3c_command, make_run_dir, wait_for
 
 H1, H2, H3, H4 = HOSTS
 SERVICES = [

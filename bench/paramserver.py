@@ -6,17 +6,23 @@ The model is the Nature CNN (conv 8x8x4x32, 4x4x32x64, 3x3x64x64, fc 3136x512, p
 512x4, value 512x1, biases: 1.69M float32 parameters), split over K shards (the fc kernel
 cut into K pieces, as --fc_splits K does). For each K it starts K real `ba3c paramserver`
 processes (async, Adam) and K "echo" processes: gRPC servers built the same way
-(ba3c.rpc.make_server, token check included) whose one method answers a request with a
-reply of the requested size and does nothing else. One step sends every shard its bytes in
-parallel and waits for all replies, like the learner does. Variants:
+(ba3c.rpc.make_server, token check included, the shard's malloc settings) whose one
+method answers a request with a reply of the requested size and does nothing else. One
+step sends every shard its bytes in parallel and waits for all replies, like the learner
+does. Variants:
 
   raw        echo servers: request = the PushPullRequest's bytes, reply = as many bytes as
              the PushPullResponse; no protobuf, no numpy on either side
   server     the shards, with the same pre-serialised request bytes and the reply left as
              bytes: the difference to `raw` is what the shard adds (parse, validate, Adam,
              reply assembly)
-  stub       the shards through the generated stub, as a learner calls them: encode the
-             gradients, serialise, parse the reply, decode the parameters
+  stub       the shards through the generated stub, as services/learner/shards.py calls
+             them today: encode the gradients into messages, serialise, parse the reply
+             with protobuf, decode the parameters
+  codec      the shards through ba3c/tensors.py's zero-copy path, as the paramserver
+             client should call them: the gradients written into one preallocated buffer
+             (tensors.Packer), the reply parsed by tensors.parse and decoded with
+             np.frombuffer over the received bytes (tensors.decode_named)
 
 each with float32 and bfloat16 gradients (parameters always come back float32). Per
 variant: `repeats` rounds of `steps` timed steps (after warm-up), rounds interleaved across
@@ -65,6 +71,9 @@ RESULTS = ROOT / "bench" / "results" / "paramserver.json"
 
 
 def serve_echo(run_dir: Path, index: int) -> None:
+    from services.paramserver import memory
+
+    memory.reuse_large_buffers()  # as the shard does, so that both allocate alike
     replies: dict[int, bytes] = {}
 
     def echo(request: bytes, _context) -> bytes:
@@ -197,6 +206,13 @@ class Setup:
         ]
         self.echo = [c.unary_unary(ECHO_METHOD, **identity) for c in self.echo_channels]
         self.pool = futures.ThreadPoolExecutor(max(1, shards))
+        self.packers = {
+            dtype: [
+                tensors.Packer({n: a.shape for n, a in self.grad_pieces[k].items()}, dtype)
+                for k in range(shards)
+            ]
+            for dtype in ("float32", "bfloat16")
+        }
         self.requests = {}
         self.reply_sizes = {}
         for dtype in ("float32", "bfloat16"):
@@ -234,6 +250,8 @@ class Setup:
             ]
             for c in calls:
                 c.result()
+        elif variant == "codec":
+            list(self.pool.map(lambda k: self.codec_push(k, dtype), range(self.shards)))
         else:
 
             def one(k: int) -> dict:
@@ -243,6 +261,13 @@ class Setup:
             list(self.pool.map(one, range(self.shards)))
         return time.perf_counter() - start
 
+    def codec_push(self, k: int, dtype: str) -> dict[str, np.ndarray]:
+        """One PushPull to shard k the zero-copy way (see the module docstring)."""
+        head = pb.PushPullRequest(client_id="bench", version=0, env_frames=0)
+        data = self.packers[dtype][k].serialize(head, self.grad_pieces[k])
+        reply, raw = tensors.parse(self.raw_pushpull[k](data, timeout=60), pb.PushPullResponse)
+        return tensors.decode_named(raw)
+
     def close(self) -> None:
         self.pool.shutdown()
         for c in self.ps_channels + self.echo_channels:
@@ -250,12 +275,9 @@ class Setup:
 
 
 VARIANTS = [
-    ("raw", "float32"),
-    ("server", "float32"),
-    ("stub", "float32"),
-    ("raw", "bfloat16"),
-    ("server", "bfloat16"),
-    ("stub", "bfloat16"),
+    (variant, dtype)
+    for dtype in ("float32", "bfloat16")
+    for variant in ("raw", "server", "stub", "codec")
 ]
 
 
@@ -266,20 +288,22 @@ def measure(
     step in each round."""
     per_round: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     cpu: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
+    client: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     for variant in VARIANTS:
         for _ in range(warmup):
             setup.step(*variant)
     for _ in range(repeats):
         for variant in VARIANTS:
             kind = "echo" if variant[0] == "raw" else "ps"
-            before = servers.cpu_seconds(kind)
+            before, mine = servers.cpu_seconds(kind), time.process_time()
             samples = [setup.step(*variant) for _ in range(steps)]
             cpu[variant].append((servers.cpu_seconds(kind) - before) / steps)
+            client[variant].append((time.process_time() - mine) / steps)
             per_round[variant].append(statistics.median(samples))
-    return per_round, cpu
+    return per_round, cpu, client
 
 
-def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dict]:
+def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict, client: dict) -> list[dict]:
     rows = []
     for (variant, dtype), medians in per_round.items():
         raw = statistics.median(per_round[("raw", dtype)])
@@ -296,6 +320,7 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dic
                 "max_ms": round(1e3 * max(medians), 2),
                 "ratio_to_raw": round(median / raw, 3),
                 "server_cpu_ms": round(1e3 * statistics.median(cpu[(variant, dtype)]), 2),
+                "client_cpu_ms": round(1e3 * statistics.median(client[(variant, dtype)]), 2),
             }
         )
     return rows
@@ -304,8 +329,8 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict) -> list[dic
 def breakdown(repeats: int = 15) -> dict[str, float]:
     """CPU milliseconds (this thread) of each step of one PushPull on a 1-shard Nature CNN,
     measured in-process: where the shard's time goes, independent of the network."""
-    from services.paramserver import wire
     from services.paramserver.optimizers import Hyper, Optimizer
+    from services.paramserver.servicer import parse_push_request
     from services.paramserver.shard import check_gradients
 
     params, grads = model()
@@ -324,35 +349,41 @@ def breakdown(repeats: int = 15) -> dict[str, float]:
         data = pb.PushPullRequest(
             client_id="b", version=0, gradients=tensors.encode_named(grads, dtype)
         ).SerializeToString()
-        request = wire.parse_push_request(data)
-        cpu_ms(f"parse request ({dtype})", lambda d=data: wire.parse_push_request(d))
+        request = parse_push_request(data)
+        cpu_ms(f"parse request ({dtype})", lambda d=data: parse_push_request(d))
         cpu_ms(
             f"validate gradients ({dtype})", lambda r=request: check_gradients(specs, r.gradients)
         )
     checked = check_gradients(
         specs,
-        wire.parse_push_request(
+        parse_push_request(
             pb.PushPullRequest(gradients=tensors.encode_named(grads)).SerializeToString()
         ).gradients,
     )
     for name in ("adam", "rmsprop", "sgd"):
         optimizer = Optimizer(Hyper(optimizer=name), specs)
         cpu_ms(f"apply {name}", lambda o=optimizer: o.apply(params, checked, 1e-6))
-    cpu_ms("build reply", lambda: wire.push_reply(1, 1, 0, 0, wire.parameter_parts(params)))
+    cpu_ms(
+        "build reply",
+        lambda: tensors.serialize(
+            pb.PushPullResponse(outcome=1, version=1), tensors.named_tensors_field(3, params)
+        ),
+    )
     return out
 
 
 def table(rows: list[dict]) -> str:
     head = (
         "| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
-        "| x raw | server CPU ms/step |"
+        "| x raw | server CPU ms/step | caller CPU ms/step |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
             f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
-            f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} |"
+            f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} | "
+            f"{r['client_cpu_ms']} |"
         )
     return "\n".join(lines)
 
@@ -383,11 +414,13 @@ def main(argv=None) -> int:
             servers = Servers(run_dir, shards)
             try:
                 setup = Setup(run_dir, shards)
-                per_round, cpu = measure(setup, servers, args.repeats, args.steps, args.warmup)
+                per_round, cpu, client = measure(
+                    setup, servers, args.repeats, args.steps, args.warmup
+                )
                 setup.close()
             finally:
                 servers.stop()
-            new = summarise(shards, setup, per_round, cpu)
+            new = summarise(shards, setup, per_round, cpu, client)
             rows += new
             print(table(new), flush=True)
     parts = breakdown()

@@ -1,6 +1,6 @@
 """`make bench`: the quick variant of every benchmark, then one table of targets.
 
-    .venv/bin/python -m bench.run_all [--only learner paramserver capacity simulator]
+    .venv/bin/python -m bench.run_all [--only learner paramserver capacity pushcost simulator]
                                       [--summarise-only]
 
 Runs each benchmark script as its own process (one after the other, so that they do not
@@ -29,9 +29,10 @@ QUICK = {
     "learner": ["--seconds", "30", "--windows", "3"],
     "paramserver": ["--shards", "1", "2", "4", "--repeats", "3", "--steps", "10"],
     "capacity": ["--learners", "1", "2", "4", "8", "16", "--seconds", "2", "--repeats", "3"],
+    "pushcost": ["--pushes", "30", "--repeats", "3"],
     "simulator": ["--envs", "16", "--repeats", "3", "--seconds", "2"],
 }
-TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90}
+TARGETS = {"limit": 0.80, "transport": 0.30, "simulator": 0.90, "pushcost": 1.3}
 
 
 def run(name: str) -> dict:
@@ -91,12 +92,22 @@ def limit_section(result: dict) -> tuple[list[list], str]:
     ], "E, I and T before and after the end-to-end run, [min-max] of the two.\n\n" + table
 
 
+def _cpu_ratio(row: dict, raw: dict) -> str:
+    """Caller + server CPU per step over raw's: the overhead load cannot blur."""
+    if "client_cpu_ms" not in row:
+        return "-"
+    used = row["client_cpu_ms"] + row["server_cpu_ms"]
+    return f"{used / (raw['client_cpu_ms'] + raw['server_cpu_ms']):.2f}"
+
+
 def transport_section(result: dict) -> tuple[list[list], str]:
     by = {(r["shards"], r["variant"], r["grad_dtype"]): r for r in result["rows"]}
     rows, targets = [], []
     for shards, dtype in sorted({(k[0], k[2]) for k in by}):
         raw, server, stub = (by[(shards, v, dtype)] for v in ("raw", "server", "stub"))
-        overhead = stub["ratio_to_raw"] - 1
+        # the zero-copy codec path (tensors.Packer/parse) where measured, else the stub
+        learner = by.get((shards, "codec", dtype), stub)
+        overhead = learner["ratio_to_raw"] - 1
         rows.append(
             [
                 shards,
@@ -107,12 +118,17 @@ def transport_section(result: dict) -> tuple[list[list], str]:
                 f"(x{server['ratio_to_raw']:.2f})",
                 f"{stub['median_ms']} [{stub['min_ms']}-{stub['max_ms']}] "
                 f"(x{stub['ratio_to_raw']:.2f})",
+                f"{learner['median_ms']} [{learner['min_ms']}-{learner['max_ms']}] "
+                f"(x{learner['ratio_to_raw']:.2f})",
                 f"{server['server_cpu_ms']}",
+                f"{stub.get('client_cpu_ms', '-')} / {learner.get('client_cpu_ms', '-')}",
+                _cpu_ratio(learner, raw),
             ]
         )
         targets.append(
             [
-                f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads",
+                f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads "
+                f"({'zero-copy codec' if learner is not stub else 'protobuf stub'})",
                 f"{overhead:+.0%}",
                 f"< {TARGETS['transport']:.0%}",
                 verdict(overhead < TARGETS["transport"]),
@@ -125,8 +141,11 @@ def transport_section(result: dict) -> tuple[list[list], str]:
             "request / reply MB",
             "raw gRPC ms",
             "shard, pre-serialised ms",
-            "as a learner calls it ms",
+            "protobuf stub ms",
+            "zero-copy codec ms",
             "shard CPU ms/step",
+            "caller CPU ms/step (stub / codec)",
+            "codec CPU x raw (caller + server)",
         ],
         rows,
     )
@@ -178,6 +197,12 @@ def knee(rows: list[dict]) -> int:
     return rows[-1]["learners"]
 
 
+def _push_bytes(result: dict) -> int | None:
+    if "request_bytes" not in result:
+        return None  # results of a run before the network columns
+    return result["request_bytes"] + result["reply_bytes"]
+
+
 def capacity_section(result: dict) -> tuple[list[list], str]:
     from bench.capacity import table
 
@@ -190,7 +215,28 @@ def capacity_section(result: dict) -> tuple[list[list], str]:
         f"One shard of {result['shard_parameters']:,} parameters ({result['model']}, "
         f"1 of {result['of_shards']}), {result['grad_dtype']} gradients, "
         f"{result['repeats']} windows of {result['seconds_per_window']:g} s. Knee "
-        f"(more learners add < 10% pushes/s): {knees}.\n\n" + table(result["rows"])
+        f"(more learners add < 10% pushes/s): {knees}.\n\n"
+        + table(result["rows"], _push_bytes(result))
+    )
+
+
+def pushcost_section(result: dict) -> tuple[list[list], str]:
+    from bench.pushcost import table
+
+    targets = [
+        [
+            f"shard CPU per push / (raw gRPC echo + compiled update), {r['model']} "
+            f"{r['parameters'] / 1e6:.2f}M, {r['optimizer']}, {r['grad_dtype']}",
+            f"{r['ratio']['median']:.3f}",
+            f"<= {TARGETS['pushcost']:.1f}",
+            verdict(r["ratio"]["median"] <= TARGETS["pushcost"]),
+        ]
+        for r in result["rows"]
+    ]
+    return targets, (
+        f"One shard, one caller, {result['repeats']} repeats of {result['pushes']} calls "
+        "(CPU from /proc/PID/task/*/schedstat; the update alone in-process).\n\n"
+        + table(result["rows"])
     )
 
 
@@ -199,6 +245,7 @@ SECTIONS = {
     "paramserver": ("Transport (bench/paramserver.py)", transport_section),
     "simulator": ("Simulator (bench/simulator.py)", simulator_section),
     "capacity": ("Paramserver capacity (bench/capacity.py)", capacity_section),
+    "pushcost": ("Push cost (bench/pushcost.py)", pushcost_section),
 }
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from ba3c import tensors
 from ba3c.tensors import TensorError
+from ba3c.v1 import learner_pb2 as psl
+from ba3c.v1 import paramserver_pb2 as psp
 from ba3c.v1 import tensor_pb2 as pb
 
 
@@ -78,3 +80,107 @@ def test_named_decode_names_the_variable_and_refuses_duplicates():
         tensors.decode_named(bad)
     with pytest.raises(TensorError, match="appears twice"):
         tensors.decode_named(good + good)
+
+
+# -- the byte level: serialising without protobuf's copies, parsing into views ----------
+
+SHAPES = {"conv/kernel": (3, 3, 2, 4), "bias": (4,), "scalar": (), "empty": (0, 3)}
+
+
+def arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(s).astype(np.float32) for n, s in SHAPES.items()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_packer_writes_the_bytes_protobuf_would(dtype):
+    packer = tensors.Packer(SHAPES, dtype)
+    for seed in (0, 1):  # the second pack overwrites the first in the same buffer
+        values = arrays(seed)
+        head = psp.PushPullRequest(client_id="learner-3", version=17, env_frames=1 << 33)
+        expected = psp.PushPullRequest(
+            client_id="learner-3",
+            version=17,
+            env_frames=1 << 33,
+            gradients=tensors.encode_named(values, dtype),
+        )
+        data = packer.serialize(head, values)
+        # the same message (not the same bytes: protobuf orders fields by number)
+        assert psp.PushPullRequest.FromString(data) == expected
+
+
+def test_packer_refuses_other_variables_and_shapes():
+    packer = tensors.Packer(SHAPES)
+    with pytest.raises(TensorError, match="Packer holds"):
+        packer.pack({"bias": np.zeros(4, np.float32)})
+    wrong = {**arrays(), "bias": np.zeros(5, np.float32)}
+    with pytest.raises(TensorError, match="'bias': shape \\[5\\]"):
+        packer.pack(wrong)
+
+
+def test_parse_keeps_the_small_fields_and_views_the_tensors():
+    values = arrays()
+    head = psp.PushPullResponse(outcome=psp.APPLIED, version=300, staleness=2, env_frames=9)
+    data = tensors.serialize(head, tensors.named_tensors_field(3, values))
+    assert psp.PushPullResponse.FromString(data) == psp.PushPullResponse(
+        outcome=psp.APPLIED,
+        version=300,
+        staleness=2,
+        env_frames=9,
+        parameters=tensors.encode_named(values),
+    )
+    message, raw = tensors.parse(data, psp.PushPullResponse)
+    assert message == head
+    back = tensors.decode_named(raw)
+    assert list(back) == list(values)
+    for name, array in values.items():
+        np.testing.assert_array_equal(back[name], array)
+        assert back[name].shape == array.shape
+    fc = back["conv/kernel"]
+    assert not fc.flags.writeable and not fc.flags.owndata
+    # a view of `data` itself: its address lies inside the received bytes
+    start = np.frombuffer(data, np.uint8).ctypes.data
+    assert start <= fc.ctypes.data < start + len(data)
+
+
+def test_parse_leaves_bfloat16_bits_unwidened_on_request():
+    data = tensors.serialize(
+        psp.PushPullRequest(), tensors.named_tensors_field(3, arrays(), "bfloat16")
+    )
+    _, raw = tensors.parse(data, psp.PushPullRequest)
+    bits = tensors.decode_named(raw, widen_bfloat16=False)["bias"]
+    assert bits.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(
+        tensors.from_bfloat16_bits(bits), tensors.decode_named(raw)["bias"]
+    )
+
+
+def test_a_single_tensor_field_round_trips():
+    frames = np.arange(2 * 5 * 5 * 3, dtype=np.uint8).reshape(2, 5, 5, 3)
+    data = tensors.serialize(
+        psl.ActRequest(pool_id="p"), tensors.tensor_field(3, frames.transpose(0, 3, 1, 2))
+    )
+    message, (raw,) = tensors.parse(data, psl.ActRequest, named=False)
+    assert message.pool_id == "p"
+    np.testing.assert_array_equal(tensors.decode(raw), frames.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"\x1a\x10abc", "runs past the end"),
+        (b"\x10\xff\xff", "truncated varint"),
+        (b"\x0b\x00", "unsupported wire type 3"),
+        (b"\x0a\x02\xff\xfe", "malformed PushPullRequest"),  # client_id not UTF-8
+    ],
+)
+def test_parse_refuses_malformed_bytes_with_a_reason(data, words):
+    with pytest.raises(tensors.WireError, match=words):
+        tensors.parse(data, psp.PushPullRequest)
+
+
+@pytest.mark.parametrize("value", [1, 127, 128, 300, (1 << 63) - 1, -1, -(1 << 63)])
+def test_varints_are_written_as_protobuf_writes_them(value):
+    # field 2 (version, int64): one key byte, then the varint
+    assert tensors.varint(value) == psp.PushPullRequest(version=value).SerializeToString()[1:]
+    assert tensors.varint(0) == b"\x00"

@@ -6,7 +6,9 @@ Restores the newest good checkpoint from RUN_DIR/checkpoints/paramserver-K (if a
 a port, publishes it in RUN_DIR/addresses/paramserver-K and serves `ba3c.v1.ParameterServer`
 and gRPC health until SIGTERM/SIGINT. Then it refuses new pushes, answers the callers still
 waiting for a sync round, writes a final checkpoint, withdraws its address and exits 0.
-numpy only: this service never imports TensorFlow.
+numpy and numba only: this service never imports TensorFlow. The compiled update
+(`kernels.py`) is built, or loaded from numba's cache, when the modules are imported,
+before the address is published, so no call waits for a compiler.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 import structlog
 
 from ba3c import checkpoint, rpc, service
+from services.paramserver import memory
 from services.paramserver.checkpointing import CheckpointWriter, restore_newest
 from services.paramserver.servicer import SERVICE, ParameterServerServicer
 from services.paramserver.shard import Settings, Shard
@@ -25,6 +28,7 @@ ROLE = "paramserver"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    memory.reuse_large_buffers()
     ctx = service.start(argv, ROLE, "Serve one shard of the model's parameters.")
     cfg = ctx.cfg
     settings = Settings.from_config(cfg, ctx.index)

@@ -1,15 +1,16 @@
 """Optimizers applied on a parameter-server shard: Adam, RMSProp and SGD, plus the
-learning-rate schedule. numpy only.
+learning-rate schedule.
 
 The update rules are written exactly as Keras 3 writes them (`keras.optimizers.Adam`,
 `RMSprop`, `SGD`), in float32, so a shard gives the same parameters as
 `tf.keras.optimizers.Adam` on the same gradient sequence (tests/paramserver checks it).
 
-Large variables are updated in chunks of `CHUNK` elements: the handful of element-wise
-passes then run on data that stays in the CPU cache, which is about twice as fast as whole
-arrays for the Nature CNN's 1.6M-element fully connected kernel; with `threads` > 1 the
-chunks are shared out between threads (numpy releases the GIL inside each call). Every
-pass is a numpy call; nothing loops over elements in Python.
+The shard runs them compiled (`kernels.py`: one pass per variable, gradients read as they
+arrived, bfloat16 included). The numpy functions below are the same maths written as
+numpy passes: the reference the compiled kernels are tested against (`compiled=False`).
+There, large variables are updated in chunks of `CHUNK` elements so that the handful of
+passes run on data that stays in the CPU cache. With `threads` > 1 large variables are
+shared out between threads (both numba's kernels and numpy release the GIL).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ba3c import tensors
+from services.paramserver import kernels
+
 CHUNK = 1 << 16
+PARALLEL_MIN = 1 << 17  # a variable this big is split between the threads
 NAMES = ("adam", "rmsprop", "sgd")
 
 
@@ -68,12 +73,21 @@ class Optimizer:
     """Holds the slots of every variable and applies one (averaged) gradient per step.
 
     `step` counts the updates applied so far (Adam's bias correction uses step + 1).
+    Gradients may be float32, bfloat16 bit patterns (uint16) or float16 arrays.
+    `compiled=False` runs the numpy reference instead of the kernels.
     """
 
-    def __init__(self, hyper: Hyper, shapes: Mapping[str, tuple[int, ...]], threads: int = 1):
+    def __init__(
+        self,
+        hyper: Hyper,
+        shapes: Mapping[str, tuple[int, ...]],
+        threads: int = 1,
+        compiled: bool = True,
+    ):
         if hyper.optimizer not in SLOTS:
             raise ValueError(f"unknown optimizer {hyper.optimizer!r}; use one of {NAMES}")
         self.hyper = hyper
+        self.compiled = compiled
         self.step = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {
             slot: {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
@@ -108,26 +122,61 @@ class Optimizer:
                 array[...] = saved
         self.step = int(step)
 
-    def apply(
-        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], lr: float
-    ) -> None:
-        """params -= update(grads), in place, for every variable of `params`."""
+    def _constants(self, lr: float) -> tuple[np.float32, ...]:
         h = self.hyper
         f32 = np.float32
         lr32 = f32(lr)
         if h.optimizer == "adam":
             t = f32(self.step + 1)
             alpha = lr32 * np.sqrt(f32(1) - f32(h.beta2) ** t) / (f32(1) - f32(h.beta1) ** t)
-            consts = (f32(1 - h.beta1), f32(1 - h.beta2), f32(alpha), f32(h.epsilon))
-        elif h.optimizer == "rmsprop":
-            consts = (f32(h.rmsprop_decay), f32(1 - h.rmsprop_decay), lr32, f32(h.epsilon))
+            return (f32(1 - h.beta1), f32(1 - h.beta2), f32(alpha), f32(h.epsilon))
+        if h.optimizer == "rmsprop":
+            return (f32(h.rmsprop_decay), f32(1 - h.rmsprop_decay), lr32, f32(h.epsilon))
+        return (lr32,)
+
+    def apply(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        lr: float,
+        scale: float = 1.0,
+    ) -> None:
+        """params -= update(grads * scale), in place, for every variable of `params`
+        (`scale` 1/N turns a sync round's sum into its mean)."""
+        consts = self._constants(lr)
+        if self.compiled:
+            self._apply_compiled(params, grads, np.float32(scale), consts)
         else:
-            consts = (lr32,)
-        update = _UPDATES[h.optimizer]
+            self._apply_numpy(params, grads, np.float32(scale), consts)
+        self.step += 1
+
+    def _apply_compiled(self, params, grads, scale, consts) -> None:
+        update = kernels.UPDATES[self.hyper.optimizer]
+        parts = len(self._scratch) if self._pool is not None else 1
         work = []
         for name, p in params.items():
-            flat_p, flat_g = p.reshape(-1), np.asarray(grads[name]).reshape(-1)
-            slots = [self.slots[s][name].reshape(-1) for s in SLOTS[h.optimizer]]
+            flat_p, flat_g = p.reshape(-1), kernels.as_kernel_input(np.asarray(grads[name]))
+            slots = [self.slots[s][name].reshape(-1) for s in SLOTS[self.hyper.optimizer]]
+            cuts = parts if flat_p.size >= PARALLEL_MIN else 1
+            bounds = [flat_p.size * k // cuts for k in range(cuts + 1)]
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                work.append((flat_p[a:b], flat_g[a:b], *(s[a:b] for s in slots)))
+
+        def run(arrays) -> None:
+            update(*arrays, scale, *consts)
+
+        if self._pool is None or len(work) <= len(params):
+            for arrays in work:
+                run(arrays)
+        else:
+            list(self._pool.map(run, work))
+
+    def _apply_numpy(self, params, grads, scale, consts) -> None:
+        update = _UPDATES[self.hyper.optimizer]
+        work = []
+        for name, p in params.items():
+            flat_p, flat_g = p.reshape(-1), _widened(np.asarray(grads[name]), scale)
+            slots = [self.slots[s][name].reshape(-1) for s in SLOTS[self.hyper.optimizer]]
             for start in range(0, flat_p.size, CHUNK):
                 stop = min(start + CHUNK, flat_p.size)
                 work.append(
@@ -145,7 +194,14 @@ class Optimizer:
                 run(share)
         else:  # numpy releases the GIL inside each call, so the shares run in parallel
             list(self._pool.map(run, range(len(self._scratch))))
-        self.step += 1
+
+
+def _widened(g: np.ndarray, scale: np.float32) -> np.ndarray:
+    """A gradient as flat float32 (bfloat16 bits widened, float16 converted), times scale."""
+    if g.dtype == np.uint16:
+        g = tensors.from_bfloat16_bits(g)
+    g = g.reshape(-1).astype(np.float32, copy=False)
+    return g * scale if scale != 1 else g
 
 
 def _adam(p, g, slots, consts, t1, t2) -> None:

@@ -2,27 +2,47 @@
 
 Handlers are registered with a generic handler rather than the generated servicer base so
 that PushPull and Pull can answer with bytes the shard built once per version and shares
-between callers (see wire.py), and PushPull parses its request with
-wire.parse_push_request, which does not copy the gradients. Request sizes are counted in
-the deserializer, before parsing.
+between callers, and PushPull parses its request with `tensors.parse`, which leaves the
+gradients as views of the received bytes. Request sizes are counted in the deserializer,
+before parsing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
 
+from ba3c import tensors
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
-from services.paramserver import metrics, wire
+from services.paramserver import metrics
 from services.paramserver.shard import InvalidArgument, Shard, ShardError
 
 log = structlog.get_logger()
 
 SERVICE = "ba3c.v1.ParameterServer"
+
+
+@dataclass
+class PushRequest:
+    """A PushPullRequest as `parse_push_request` leaves it."""
+
+    message: pb.PushPullRequest  # every field but the gradients
+    gradients: list[tensors.RawTensor] = field(default_factory=list)
+    error: str = ""  # set instead of raising, so that the handler can answer
+
+
+def parse_push_request(data: bytes) -> PushRequest:
+    """PushPullRequest bytes -> PushRequest; never raises (sets `error` instead)."""
+    try:
+        message, gradients = tensors.parse(data, pb.PushPullRequest, field=3)
+    except tensors.TensorError as e:
+        return PushRequest(pb.PushPullRequest(), error=str(e))
+    return PushRequest(message, gradients)
 
 
 def _serialize(reply) -> bytes:
@@ -60,7 +80,7 @@ def _no_tensor(what: str, name: str) -> InvalidArgument:
 def check_tensors_present(request) -> None:
     """A NamedTensor without a tensor gets a message that says so (before the generic
     tensor checks, which would only name the dtype)."""
-    if isinstance(request, wire.PushRequest):
+    if isinstance(request, PushRequest):
         for t in request.gradients:
             if t.dtype == tensor_pb2.DTYPE_UNSPECIFIED:
                 raise _no_tensor("gradient of", t.name)
@@ -106,20 +126,21 @@ class ParameterServerServicer:
             self._refuse("Initialize", context, e)
         return pb.InitializeResponse(applied=applied, message=message, version=version)
 
-    def PushPull(self, request: wire.PushRequest, context) -> bytes:
+    def PushPull(self, request: PushRequest, context) -> bytes:
         start = time.perf_counter()
+        message = request.message
         try:
             _check_parsed(request)
             if request.error:
                 raise InvalidArgument(request.error)
             check_tensors_present(request)
             result = self.shard.push(
-                request.client_id,
-                request.version,
+                message.client_id,
+                message.version,
                 request.gradients,
-                request.env_frames,
-                request.session,
-                request.sequence,
+                message.env_frames,
+                message.session,
+                message.sequence,
             )
         except ShardError as e:
             self._refuse("PushPull", context, e)
@@ -150,7 +171,7 @@ class ParameterServerServicer:
         parsers = {
             "Register": pb.RegisterRequest.FromString,
             "Initialize": pb.InitializeRequest.FromString,
-            "PushPull": wire.parse_push_request,  # keeps gradient bytes uncopied
+            "PushPull": parse_push_request,  # keeps gradient bytes uncopied
             "Pull": pb.PullRequest.FromString,
             "Status": pb.StatusRequest.FromString,
         }

@@ -22,15 +22,13 @@ from ba3c.checkpoint import Checkpoint
 from ba3c.machine import available_cores
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
-from services.paramserver import metrics, wire
+from services.paramserver import kernels, metrics
 from services.paramserver.dedupe import Keys, KeyTooOld, Outcome
 from services.paramserver.leases import Leases
 from services.paramserver.optimizers import Hyper, Optimizer
 from services.paramserver.sync import COMPLETE, STALE, SURPLUS, TIMED_OUT, Round, Rounds
 
 log = structlog.get_logger()
-
-GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
 
 
 class ShardError(Exception):
@@ -88,7 +86,7 @@ class PushResult:
     outcome: int  # pb.PushOutcome
     version: int
     staleness: int
-    reply: bytes  # the serialised PushPullResponse (see wire.py)
+    reply: bytes  # the serialised PushPullResponse (see Shard._reply)
 
 
 def _describe(names: Iterable[str], limit: int = 8) -> str:
@@ -120,19 +118,17 @@ def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, n
     return arrays
 
 
-_GRADIENT_WIRE = {
-    tensor_pb2.FLOAT32: np.dtype("<f4"),
-    tensor_pb2.BFLOAT16: np.dtype("<u2"),
-    tensor_pb2.FLOAT16: np.dtype("<f2"),
-}
+GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
+PARAMETERS_FIELD = 3  # `repeated NamedTensor parameters = 3` in PushPull's and Pull's replies
 
 
 def check_gradients(
-    specs: Mapping[str, tuple[int, ...]], raw: Iterable[wire.RawTensor]
+    specs: Mapping[str, tuple[int, ...]], raw: Iterable[tensors.RawTensor]
 ) -> dict[str, np.ndarray]:
     """PushPull's gradients -> {name: array}; InvalidArgument naming the variable if any is
     unknown, missing, repeated, of the wrong dtype or shape, or not finite. Arrays are
-    read-only views of the request's bytes (bfloat16 is widened to float32)."""
+    read-only views of the request's bytes, bfloat16 left as its uint16 bit patterns (the
+    compiled update widens each element as it reads it)."""
     grads: dict[str, np.ndarray] = {}
     for t in raw:
         name = t.name
@@ -140,7 +136,7 @@ def check_gradients(
             raise InvalidArgument(f"unknown variable {name!r}: this shard holds {_describe(specs)}")
         if name in grads:
             raise InvalidArgument(f"variable {name!r} appears twice")
-        if t.dtype not in _GRADIENT_WIRE:
+        if t.dtype not in GRADIENT_DTYPES:
             raise InvalidArgument(
                 f"variable {name!r}: gradient dtype "
                 f"{tensors.dtype_name(t.dtype)} is not allowed "
@@ -151,23 +147,12 @@ def check_gradients(
                 f"variable {name!r}: gradient shape {list(t.shape)} does "
                 f"not match the variable's {list(specs[name])}"
             )
-        wire_dtype = _GRADIENT_WIRE[t.dtype]
-        expected = int(np.prod(specs[name], dtype=np.int64)) * wire_dtype.itemsize
-        if len(t.data) != expected:
-            raise InvalidArgument(
-                f"variable {name!r}: shape {list(t.shape)} of "
-                f"{tensors.dtype_name(t.dtype)} needs {expected} bytes, got "
-                f"{len(t.data)}"
-            )
-        g = np.frombuffer(t.data, dtype=wire_dtype).reshape(specs[name])
-        if t.dtype == tensor_pb2.BFLOAT16:  # widen in one pass: float32 = bits << 16
-            g = np.left_shift(g, np.uint32(16), out=np.empty(g.shape, np.uint32)).view(np.float32)
-        # a sum is a cheap single pass; only if it is not finite do we look closer, since
-        # huge but finite values can overflow it
-        if (
-            not np.isfinite(np.add.reduce(g.reshape(-1), dtype=np.float32))
-            and not np.isfinite(g).all()
-        ):
+        try:
+            g = tensors.decode(t, widen_bfloat16=False)
+        except tensors.TensorError as e:
+            raise InvalidArgument(f"variable {name!r}: {e}") from None
+        # every variable is checked before any is updated, so a refused push changes nothing
+        if not kernels.all_finite(kernels.as_kernel_input(g)):
             raise InvalidArgument(f"variable {name!r}: gradient contains NaN or Inf")
         grads[name] = g
     missing = [n for n in specs if n not in grads]
@@ -202,7 +187,10 @@ class Shard:
         self._params: dict[str, np.ndarray] | None = None
         self._specs: dict[str, tuple[int, ...]] = {}
         self._optimizer: Optimizer | None = None
-        self._rounds = Rounds(settings.replicas, settings.sync_timeout, self._leases, clock)
+        self._sums: dict[str, np.ndarray] = {}  # a sync round's sum of pushes
+        self._rounds = Rounds(
+            settings.replicas, settings.sync_timeout, self._leases, clock, self._sums
+        )
         self._replies: dict[tuple, bytes] = {}  # replies built for the current version
         self._replies_version = -1
         self._keys = Keys()  # outcomes of recent idempotency keys (exactly-once pushes)
@@ -225,6 +213,8 @@ class Shard:
         self._params = {n: np.array(a, dtype=np.float32) for n, a in params.items()}
         self._specs = {n: a.shape for n, a in self._params.items()}
         self._optimizer = Optimizer(self.settings.hyper, self._specs, optimizer_threads())
+        self._sums.clear()  # the same dict Rounds holds
+        self._sums.update({n: np.empty(s, np.float32) for n, s in self._specs.items()})
         metrics.PARAMETERS.set(sum(a.size for a in self._params.values()))
 
     def initialize(
@@ -312,7 +302,7 @@ class Shard:
         self,
         client_id: str,
         version: int,
-        raw: Iterable[wire.RawTensor],
+        raw: Iterable[tensors.RawTensor],
         env_frames: int = 0,
         session: str = "",
         sequence: int = 0,
@@ -386,8 +376,15 @@ class Shard:
             staleness,
             self._reply(
                 ("push", outcome, staleness, self.env_frames, repeated),
-                lambda parts: wire.push_reply(
-                    outcome, self.version, staleness, self.env_frames, parts, repeated
+                lambda parts: tensors.serialize(
+                    pb.PushPullResponse(
+                        outcome=outcome,
+                        version=self.version,
+                        staleness=staleness,
+                        env_frames=self.env_frames,
+                        repeated=repeated,
+                    ),
+                    parts,
                 ),
             ),
         )
@@ -450,7 +447,8 @@ class Shard:
                 replicas_to_aggregate=self.settings.replicas,
                 no_longer_waiting_for=sorted(missing),
             )
-        self._apply(rnd.average(), pushes=rnd.count)
+        total, scale = rnd.average()
+        self._apply(total, pushes=rnd.count, scale=scale)
         rnd.result = (self.version, self._current(pb.APPLIED, 0).reply)
         metrics.ROUND_WAITING.set(0)
         metrics.AGGREGATION_WAIT.observe(rnd.age)
@@ -458,10 +456,10 @@ class Shard:
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))
         self._cond.notify_all()
 
-    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int) -> None:
+    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int, scale: float = 1.0) -> None:
         assert self._params is not None and self._optimizer is not None
         lr = self.settings.hyper.learning_rate(self.version)
-        self._optimizer.apply(self._params, grads, lr)
+        self._optimizer.apply(self._params, grads, lr, scale)
         self.version += 1
         self.pushes_applied += pushes
         metrics.PUSHES_APPLIED.inc(pushes)
@@ -471,8 +469,9 @@ class Shard:
             self._on_checkpoint(self._snapshot())
 
     def _reply(self, key: tuple, build: Callable[[list], bytes]) -> bytes:
-        """The reply `key` for the current version, built once (one copy of the parameters)
-        and handed to every caller that gets the same answer."""
+        """The reply `key` for the current version, built once (its small fields by
+        protobuf, then the parameters from views of their arrays: one copy, by
+        tensors.serialize) and handed to every caller that gets the same answer."""
         assert self._params is not None
         if self._replies_version != self.version:
             self._replies.clear()
@@ -481,7 +480,9 @@ class Shard:
         if reply is None:
             if len(self._replies) >= 4:  # e.g. many dropped pushes at one version
                 self._replies.pop(next(iter(self._replies)))
-            reply = self._replies[key] = build(wire.parameter_parts(self._params))
+            reply = self._replies[key] = build(
+                tensors.named_tensors_field(PARAMETERS_FIELD, self._params)
+            )
         return reply
 
     def pull(self, have_version: int) -> bytes:
@@ -492,10 +493,16 @@ class Shard:
                     "the shard is not initialized yet: learner 0 must call Initialize first"
                 )
             if have_version == self.version:
-                return wire.pull_reply(self.version, self.env_frames, None)
+                return tensors.serialize(
+                    pb.PullResponse(
+                        version=self.version, unchanged=True, env_frames=self.env_frames
+                    )
+                )
             return self._reply(
                 ("pull", self.env_frames),
-                lambda parts: wire.pull_reply(self.version, self.env_frames, parts),
+                lambda parts: tensors.serialize(
+                    pb.PullResponse(version=self.version, env_frames=self.env_frames), parts
+                ),
             )
 
     # -- status, checkpoints, shutdown ----------------------------------------------------------

@@ -4,7 +4,9 @@ A round opens with the first push computed at the shard's current version and cl
 when `Leases.expected_pushes` pushes have arrived, or when `sync_timeout` seconds have
 passed since it opened (then it applies what it has, and the learners that did not push
 are no longer waited for). A push computed at an older version is dropped as stale, a
-second push of one learner in one round as surplus. The shard applies the average once,
+second push of one learner in one round as surplus. The pushes are summed in place into
+float32 buffers the shard owns (one compiled pass per variable, bfloat16 read as it
+arrived); the shard applies the mean once (the optimizer's pass scales the sum by 1/N),
 bumps the version, and every caller that took part gets the same encoded parameters.
 
 Everything here is decided under the shard's lock with a clock passed in, no threads and no
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from services.paramserver import kernels
 from services.paramserver.leases import Leases
 
 Clock = Callable[[], float]
@@ -31,13 +34,21 @@ COMPLETE, TIMED_OUT = "complete", "timed out"
 class Round:
     """Pushes at one version. Not thread-safe: the shard's lock guards it."""
 
-    def __init__(self, version: int, timeout: float, clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        version: int,
+        timeout: float,
+        clock: Clock = time.monotonic,
+        sums: Mapping[str, np.ndarray] | None = None,
+    ):
+        """`sums`: float32 buffers shaped like the variables, overwritten by the first push
+        (None: allocated at the first push)."""
         self.version = version
         self._clock = clock
         self.opened = clock()
         self.deadline = self.opened + timeout
         self.clients: list[str] = []
-        self._sum: dict[str, np.ndarray] | None = None
+        self._sum = sums
         # set when the round is applied: (new version, encoded parameters)
         self.result: tuple[int, bytes] | None = None
 
@@ -55,12 +66,12 @@ class Round:
         return self._clock() - self.opened
 
     def add(self, client_id: str, grads: Mapping[str, np.ndarray]) -> None:
-        """Adds one push (one numpy pass per variable)."""
+        """Adds one push (one compiled pass per variable)."""
+        first = not self.clients
         if self._sum is None:
-            self._sum = {name: np.array(g, dtype=np.float32) for name, g in grads.items()}
-        else:
-            for name, g in grads.items():
-                np.add(self._sum[name], g, out=self._sum[name])
+            self._sum = {name: np.empty(np.shape(g), np.float32) for name, g in grads.items()}
+        for name, g in grads.items():
+            kernels.accumulate(self._sum[name].reshape(-1), kernels.as_kernel_input(g), first)
         self.clients.append(client_id)
 
     def next_step(self, expected: int) -> str | float:
@@ -71,22 +82,26 @@ class Round:
         remaining = self.deadline - self._clock()
         return TIMED_OUT if remaining <= 0 else remaining
 
-    def average(self) -> dict[str, np.ndarray]:
-        """The mean of the pushes (in place over the sum; call once)."""
-        assert self._sum is not None, "a round is never applied empty"
-        if self.count > 1:
-            scale = np.float32(1.0 / self.count)
-            for array in self._sum.values():
-                array *= scale
-        return self._sum
+    def average(self) -> tuple[Mapping[str, np.ndarray], float]:
+        """(sum, scale): the mean of the pushes is sum * scale (the optimizer applies it)."""
+        assert self.clients, "a round is never applied empty"
+        return self._sum, (1.0 / self.count if self.count > 1 else 1.0)
 
 
 class Rounds:
     """One shard's sync protocol: which push joins which round, when a round closes, whom
     the next round waits for. Not thread-safe: the shard's lock guards it."""
 
-    def __init__(self, replicas: int, timeout: float, leases: Leases, clock: Clock):
+    def __init__(
+        self,
+        replicas: int,
+        timeout: float,
+        leases: Leases,
+        clock: Clock,
+        sums: Mapping[str, np.ndarray] | None = None,
+    ):
         self.replicas = replicas
+        self.sums = sums  # the shard's buffers every round sums into
         self.timeout = timeout
         self.leases = leases
         self._clock = clock
@@ -104,7 +119,7 @@ class Rounds:
             return STALE, None
         rnd = self.current
         if rnd is None:
-            rnd = self.current = Round(version, self.timeout, self._clock)
+            rnd = self.current = Round(version, self.timeout, self._clock, self.sums)
         if client_id in rnd.clients:
             return SURPLUS, rnd
         rnd.add(client_id, grads)

@@ -20,9 +20,10 @@ import grpc
 import numpy as np
 import structlog
 
+from ba3c import tensors
 from ba3c.envs import EnvPool, EnvSpec, Step
 from ba3c.tensors import DType
-from ba3c.v1 import learner_pb2, tensor_pb2
+from ba3c.v1 import learner_pb2
 from services.simulator import metrics
 
 log = structlog.get_logger()
@@ -45,45 +46,18 @@ def pool_spec(spec: EnvSpec, num_envs: int) -> learner_pb2.PoolSpec:
     )
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-# Wire tags (field number << 3 | wire type 2) of ActRequest.observations and Tensor.data.
-_OBSERVATIONS_TAG = bytes([3 << 3 | 2])
-_DATA_TAG = bytes([3 << 3 | 2])
+OBSERVATIONS_FIELD = 3  # ActRequest.observations
 
 
 def wire_request(request: learner_pb2.ActRequest, observations: np.ndarray) -> bytes:
-    """`request` with `observations` as its observations Tensor, serialised.
-
-    Same bytes a learner would parse from `request.observations.CopyFrom(Tensor(...))`,
-    built without protobuf copying the frames twice (into the message, then out of it):
-    protobuf messages concatenate, so the small fields are serialised by protobuf and the
-    Tensor field is appended by hand, with the frames copied once, by join.
-    """
-    frames = memoryview(np.ascontiguousarray(observations)).cast("B")
-    head = tensor_pb2.Tensor(
-        dtype=_WIRE_DTYPES[observations.dtype], shape=observations.shape
-    ).SerializeToString()
-    data_header = _DATA_TAG + _varint(frames.nbytes)
-    tensor_size = len(head) + len(data_header) + frames.nbytes
-    return b"".join(
-        (
-            request.SerializeToString(),
-            _OBSERVATIONS_TAG,
-            _varint(tensor_size),
-            head,
-            data_header,
-            frames,
-        )
+    """`request` with `observations` as its observations Tensor, serialised: the same bytes
+    protobuf would make, with the frames copied once (tensors.serialize) instead of into
+    the message and out again."""
+    return tensors.serialize(
+        request,
+        tensors.tensor_field(
+            OBSERVATIONS_FIELD, observations, _WIRE_DTYPES[np.dtype(observations.dtype)]
+        ),
     )
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from ba3c import tensors
 from ba3c.v1 import paramserver_pb2 as pb
-from services.paramserver import wire
 from services.paramserver.dedupe import Keys, KeyTooOld, Outcome
 from services.paramserver.optimizers import Hyper
+from services.paramserver.servicer import parse_push_request
 from services.paramserver.shard import PushResult, Settings, Shard
 from tests.paramserver.support import gradients, initial_values
 from tests.support import wait_for
@@ -59,7 +59,7 @@ def test_memory_is_bounded_per_session_and_in_sessions():
 
 def _raw(grads) -> list:
     data = pb.PushPullRequest(gradients=tensors.encode_named(grads)).SerializeToString()
-    return wire.parse_push_request(data).gradients
+    return parse_push_request(data).gradients
 
 
 def _inside(thread: threading.Thread, function: str) -> bool:
@@ -73,8 +73,12 @@ def _inside(thread: threading.Thread, function: str) -> bool:
 
 def test_the_key_survives_the_request_parser():
     data = pb.PushPullRequest(client_id="a", session="s", sequence=(1 << 64) - 1)
-    parsed = wire.parse_push_request(data.SerializeToString())
-    assert (parsed.session, parsed.sequence, parsed.error) == ("s", (1 << 64) - 1, "")
+    parsed = parse_push_request(data.SerializeToString())
+    assert (parsed.message.session, parsed.message.sequence, parsed.error) == (
+        "s",
+        (1 << 64) - 1,
+        "",
+    )
 
 
 def test_a_repeat_while_the_first_attempt_waits_in_its_round_waits_and_is_not_applied():

@@ -1,5 +1,5 @@
-"""The hand-written wire code: parameters encoded as protobuf would, and PushPullRequests
-parsed as protobuf would (without copying the gradient bytes)."""
+"""The shard's use of the wire codec (ba3c/tensors.py): parameters encoded as protobuf
+would, and PushPullRequests parsed as protobuf would (without copying the gradient bytes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ba3c import tensors
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import tensor_pb2
-from services.paramserver import wire
+from services.paramserver.servicer import parse_push_request
 
 
 def test_cached_parameters_parse_back_in_both_reply_types():
@@ -22,7 +22,7 @@ def test_cached_parameters_parse_back_in_both_reply_types():
         "empty": np.zeros((0, 3), np.float32),
         "fc/kernel#1/2": rng.standard_normal((200, 512)).astype(np.float32),
     }
-    encoded = wire.encode_parameters(params)
+    encoded = b"".join(tensors.named_tensors_field(3, params))
     head = pb.PushPullResponse(
         outcome=pb.APPLIED, version=300, staleness=2, env_frames=1 << 40
     ).SerializeToString()
@@ -68,9 +68,10 @@ def test_push_requests_parse_as_protobuf_parses_them(client_id, version, env_fra
         request.gradients.add(name=name).tensor.CopyFrom(
             tensor_pb2.Tensor(dtype=dtype, shape=shape, data=data)
         )
-    parsed = wire.parse_push_request(request.SerializeToString())
+    parsed = parse_push_request(request.SerializeToString())
     assert not parsed.error
-    assert (parsed.client_id, parsed.version, parsed.env_frames, parsed.samples) == (
+    message = parsed.message
+    assert (message.client_id, message.version, message.env_frames, message.samples) == (
         client_id,
         version,
         env_frames,
@@ -86,7 +87,7 @@ def test_unpacked_shapes_and_unknown_fields_are_understood():
     tensor = bytes([0x08, 1, 0x10, 2, 0x10, 3, 0x1A, 24]) + b"\0" * 24 + bytes([0x48, 5])
     named = bytes([0x0A, 1]) + b"w" + bytes([0x12, len(tensor)]) + tensor
     data = bytes([0x1A, len(named)]) + named + bytes([0x35]) + b"\1\2\3\4"  # fixed32 field 6
-    parsed = wire.parse_push_request(data)
+    parsed = parse_push_request(data)
     assert not parsed.error
     (t,) = parsed.gradients
     assert (t.name, t.dtype, t.shape, len(t.data)) == ("w", 1, [2, 3], 24)
@@ -103,4 +104,4 @@ def test_unpacked_shapes_and_unknown_fields_are_understood():
     ],
 )
 def test_malformed_requests_are_reported_not_raised(data):
-    assert wire.parse_push_request(data).error.startswith("malformed PushPullRequest")
+    assert parse_push_request(data).error.startswith("malformed PushPullRequest")
