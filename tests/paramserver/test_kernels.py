@@ -114,7 +114,7 @@ def test_a_sync_round_sums_in_place_and_returns_the_scale():
     rng = np.random.default_rng(3)
     pushes = [{"w": rng.standard_normal((5, 7)).astype(np.float32)} for _ in range(3)]
     sums = {"w": np.full((5, 7), np.nan, np.float32)}  # stale contents are overwritten
-    rnd = Round(0, 10.0, sums)
+    rnd = Round(0, 10.0, sums=sums)
     rnd.add("a", pushes[0])
     rnd.add("b", {"w": tensors.to_bfloat16_bits(pushes[1]["w"])})
     rnd.add("c", {"w": pushes[2]["w"].astype(np.float16)})

@@ -42,8 +42,8 @@ def test_a_round_completes_when_every_expected_learner_pushed():
     assert rnd.age == 3
     assert rounds.close(rnd, timed_out=False) == set()
     assert rounds.current is None
-    mean = rnd.average()
-    assert np.array_equal(mean["w"], np.full((2, 3), 2.0, np.float32))
+    total, scale = rnd.average()  # the optimizer's pass applies the scale
+    assert scale == 0.5 and np.array_equal(total["w"], np.full((2, 3), 4.0, np.float32))
     assert rounds.offer("learner-0", 8, 0, grads(1.0))[1] is not rnd  # the next one is new
 
 
@@ -64,7 +64,8 @@ def test_a_second_push_of_one_learner_in_a_round_is_surplus():
     _, rnd = rounds.offer("learner-0", 0, 0, grads(1.0))
     assert rounds.offer("learner-0", 0, 0, grads(5.0)) == (SURPLUS, rnd)
     assert rnd.clients == ["learner-0"]
-    assert rnd.average()["b"].tolist() == [1.0, 1.0, 1.0]
+    total, scale = rnd.average()
+    assert scale == 1.0 and total["b"].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_sync_timeout_applies_what_arrived_and_stops_waiting_for_the_missing_learner():

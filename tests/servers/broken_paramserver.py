@@ -14,11 +14,11 @@ from services.paramserver import main, optimizers
 _apply = optimizers.Optimizer.apply
 
 
-def apply_without_bias_correction(self, params, grads, lr):
+def apply_without_bias_correction(self, params, grads, lr, *args, **kwargs):
     step = self.step
     self.step = 1_000_000  # beta^t underflows to 0: no bias correction
     try:
-        _apply(self, params, grads, lr)
+        _apply(self, params, grads, lr, *args, **kwargs)
     finally:
         self.step = step + 1
 
