@@ -45,6 +45,7 @@ from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 
 log = structlog.get_logger()
+SERVICE = "ba3c.v1.ParameterServer"
 T = TypeVar("T")
 
 __all__ = [
@@ -115,10 +116,11 @@ class Hooks:
 
     # every failed attempt, by status code name ("UNAVAILABLE", ...)
     failed: Callable[[str], None] = _ignore
-    # every answered PushPull: (bytes sent, the reply, seconds of the answered attempt)
-    pushed: Callable[[int, pb.PushPullResponse, float], None] = _ignore
-    # every answered Pull: (the reply, seconds)
-    pulled: Callable[[pb.PullResponse, float], None] = _ignore
+    # every answered PushPull: (bytes sent, bytes received, the reply without its
+    # parameters, seconds of the answered attempt)
+    pushed: Callable[[int, int, pb.PushPullResponse, float], None] = _ignore
+    # every answered Pull: (the reply without its parameters, bytes received, seconds)
+    pulled: Callable[[pb.PullResponse, int, float], None] = _ignore
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class _Shard:
         self.address: str | None = None
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.ParameterServerStub | None = None
+        # PushPull and Pull as bytes in, bytes out: the codec's zero-copy path
+        self.raw: dict[str, grpc.UnaryUnaryMultiCallable] = {}
+        self.packer: tensors.Packer | None = None  # this shard's gradients, one buffer
         self.registered = False
         self.address_checked = 0.0  # time.monotonic() of the last read of its address file
         self.version = 0  # version of the parameters last received (pushes are computed at it)
@@ -155,6 +160,7 @@ class _Shard:
         if self.channel is not None:
             self.channel.close()
         self.channel = self.stub = None
+        self.raw = {}
         self.registered = False
 
 
@@ -212,7 +218,7 @@ class ParamServerClient:
                 continue
             request = pb.InitializeRequest(
                 client_id=self.client_id,
-                parameters=_encode(
+                parameters=tensors.encode_named(
                     {n: np.asarray(a, np.float32) for n, a in pieces[shard.index].items()}
                 ),
             )
@@ -285,19 +291,20 @@ class ParamServerClient:
     # -- one shard: pulling and pushing ----------------------------------------------------------
     def _pull(self, shard: _Shard, always: bool) -> None:
         have = -1 if always or not shard.pieces else shard.pieces_version
-        request = pb.PullRequest(client_id=self.client_id, have_version=have)
+        request = pb.PullRequest(client_id=self.client_id, have_version=have).SerializeToString()
         started = [0.0]
 
-        def call(s: _Shard) -> pb.PullResponse:
+        def call(s: _Shard) -> bytes:
             started[0] = time.perf_counter()
             return self._invoke(s, "Pull", request)
 
-        reply = self._retrying(shard, "Pull", call, wait_uninitialized=True)
-        self.hooks.pulled(reply, time.perf_counter() - started[0])
+        data = self._retrying(shard, "Pull", call, wait_uninitialized=True)
+        reply, parameters = self._parse(shard, data, pb.PullResponse)
+        self.hooks.pulled(reply, len(data), time.perf_counter() - started[0])
         shard.env_frames = reply.env_frames
         if reply.unchanged and reply.version == shard.pieces_version and shard.pieces:
             return
-        self._take(shard, reply.parameters, reply.version)
+        self._take(shard, parameters, reply.version)
 
     def _push(
         self,
@@ -308,32 +315,37 @@ class ParamServerClient:
     ) -> None:
         frames = max(0, env_frames_total - shard.frames_reported)
         shard.sequence += 1
-        request = pb.PushPullRequest(
-            client_id=self.client_id,
-            version=shard.version,
-            env_frames=frames,
-            samples=samples,
-            gradients=_encode(grads, self.grad_dtype),
-            session=self.session,
-            sequence=shard.sequence,
+        if shard.packer is None:
+            shard.packer = tensors.Packer(self._expected[shard.index], self.grad_dtype)
+        # the small fields, then the gradients written straight into one reused buffer
+        request = shard.packer.serialize(
+            pb.PushPullRequest(
+                client_id=self.client_id,
+                version=shard.version,
+                env_frames=frames,
+                samples=samples,
+                session=self.session,
+                sequence=shard.sequence,
+            ),
+            grads,
         )
-        size = request.ByteSize()
         started = [0.0]
 
-        def call(s: _Shard) -> pb.PushPullResponse:
+        def call(s: _Shard) -> bytes:
             # the same request, key included, on every attempt: exactly once
             started[0] = time.perf_counter()
             return self._invoke(s, "PushPull", request)
 
         try:
-            reply = self._retrying(shard, "PushPull", call, give_up=PUSH_REFUSED)
+            data = self._retrying(shard, "PushPull", call, give_up=PUSH_REFUSED)
         except grpc.RpcError as e:
             self._refused(shard, e)
             return
-        self.hooks.pushed(size, reply, time.perf_counter() - started[0])
+        reply, parameters = self._parse(shard, data, pb.PushPullResponse)
+        self.hooks.pushed(len(request), len(data), reply, time.perf_counter() - started[0])
         shard.frames_reported += frames
         shard.env_frames = reply.env_frames
-        self._take(shard, reply.parameters, reply.version)
+        self._take(shard, parameters, reply.version)
 
     def _refused(self, shard: _Shard, error: grpc.RpcError) -> None:
         """The shard refused a push (e.g. it restarted at another version, or empty): the
@@ -351,9 +363,18 @@ class ParamServerClient:
             self.initialize(self.reinitialize(), only=shard.index)
         self._pull(shard, always=True)
 
-    def _take(self, shard: _Shard, named, version: int) -> None:
+    @staticmethod
+    def _parse(shard: _Shard, data: bytes, message_type):
+        """(the reply without its parameters, its parameters as RawTensors over `data`)."""
         try:
-            pieces = _decode(named)
+            return tensors.parse(data, message_type)
+        except tensors.TensorError as e:
+            raise ParamServerError(f"paramserver-{shard.index} sent a bad reply: {e}") from None
+
+    def _take(self, shard: _Shard, named, version: int) -> None:
+        """Keeps the shard's parameters: read-only views of the reply's bytes (no copy)."""
+        try:
+            pieces = tensors.decode_named(named)
         except tensors.TensorError as e:
             raise ParamServerError(f"paramserver-{shard.index} sent a bad tensor: {e}") from None
         self._check(shard.index, {n: a.shape for n, a in pieces.items()})
@@ -486,6 +507,10 @@ class ParamServerClient:
             shard.address = address
             shard.channel = rpc.make_channel(address, self.token, self.max_message_bytes)
             shard.stub = pb_grpc.ParameterServerStub(shard.channel)
+            shard.raw = {
+                method: shard.channel.unary_unary(f"/{SERVICE}/{method}")
+                for method in ("PushPull", "Pull")
+            }
         reply = self._invoke(
             shard, "Register", pb.RegisterRequest(client_id=self.client_id, role=self.role)
         )
@@ -517,7 +542,10 @@ class ParamServerClient:
         timeout = self.rpc_timeout
         if method in ("Register", "Status"):
             timeout = min(timeout, CONTROL_TIMEOUT)
-        future = getattr(stub, method).future(request, timeout=timeout)
+        if isinstance(request, bytes):  # serialised by the codec; the reply stays bytes
+            future = shard.raw[method].future(request, timeout=timeout)
+        else:
+            future = getattr(stub, method).future(request, timeout=timeout)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         while not done.wait(STOP_POLL):
@@ -531,12 +559,3 @@ class ParamServerClient:
                     future.cancel()
                     raise _Moved("its address was withdrawn or changed; call cancelled")
         return future.result()
-
-
-# The tensor codec's call sites, kept here so that swapping the codec touches one place.
-def _encode(arrays: Mapping[str, np.ndarray], dtype: str | None = None):
-    return tensors.encode_named(arrays, dtype)
-
-
-def _decode(named) -> dict[str, np.ndarray]:
-    return tensors.decode_named(named)

@@ -23,16 +23,18 @@ PULLS = prom.Counter(
     ["outcome"],
 )
 PULL_SECONDS = prom.Histogram("ba3c_evaluator_pull_seconds", "Latency of one Pull call.")
-PULL_BYTES = prom.Counter("ba3c_evaluator_pull_bytes_total", "Bytes of parameters pulled.")
+PULL_BYTES = prom.Counter(
+    "ba3c_evaluator_pull_bytes_total", "Bytes of Pull replies that carried parameters."
+)
 
 
-def _pulled(reply: ps.PullResponse, seconds: float) -> None:
+def _pulled(reply: ps.PullResponse, received: int, seconds: float) -> None:
     PULL_SECONDS.observe(seconds)
     if reply.unchanged:
         PULLS.labels("unchanged").inc()
         return
     PULLS.labels("new").inc()
-    PULL_BYTES.inc(sum(p.tensor.ByteSize() for p in reply.parameters))
+    PULL_BYTES.inc(received)
 
 
 def shard_reader(

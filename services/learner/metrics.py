@@ -66,9 +66,9 @@ RETURN_MEAN = Gauge(
 )
 
 
-def _pushed(sent: int, reply, seconds: float) -> None:
+def _pushed(sent: int, received: int, reply, seconds: float) -> None:
     PUSHPULL_BYTES.labels("sent").inc(sent)
-    PUSHPULL_BYTES.labels("received").inc(reply.ByteSize())
+    PUSHPULL_BYTES.labels("received").inc(received)
     PUSHPULL_SECONDS.observe(seconds)
     STALENESS.observe(reply.staleness)
 
