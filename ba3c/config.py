@@ -181,7 +181,19 @@ class EvaluatorConfig:
 @dataclass
 class NetConfig:
     host: str = knob(
-        "", "Address servers bind to (empty: the node's hostname under Slurm, else 127.0.0.1)."
+        "",
+        "Address servers bind to, and advertise unless advertise_host or net_interface says "
+        "otherwise (empty: the node's hostname under Slurm, else 127.0.0.1).",
+    )
+    advertise_host: str = knob(
+        "",
+        "Name or address written to RUN_DIR/addresses/ for others to dial (empty: what is "
+        "bound; never 0.0.0.0, a wildcard bind advertises the hostname).",
+    )
+    net_interface: str = knob(
+        "",
+        "Network interface (e.g. ib0, eth0) whose IPv4 address each node binds and "
+        "advertises, unless host/advertise_host are set.",
     )
     max_message_mb: int = knob(256, "Largest gRPC message, in MiB.")
     rpc_timeout: float = knob(60.0, "Deadline of one PushPull/Pull call, in seconds.")

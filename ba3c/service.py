@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from ba3c import config as configuration
-from ba3c import rpc, telemetry
+from ba3c import netaddr, rpc, telemetry
 from ba3c.rundir import RunDir, RunDirError
 
 log = structlog.get_logger()
@@ -37,7 +37,8 @@ class ServiceContext:
     token: str
     index: int
     role: str
-    host: str
+    host: str  # bound
+    advertise: str  # written to RUN_DIR/addresses/ and targets/
     telemetry: telemetry.Telemetry
     stop: threading.Event
 
@@ -113,10 +114,18 @@ def start(
             rpc.use_tls(run_tls)
         if args.index < 0:
             raise UsageError(f"--index must be >= 0, got {args.index}")
-    except (configuration.ConfigError, RunDirError, UsageError) as e:
+        net = cfg.net
+        where = netaddr.endpoint(net.host, net.advertise_host, net.net_interface)
+    except (configuration.ConfigError, RunDirError, UsageError, netaddr.AddressError) as e:
         parser.exit(2, f"ba3c {role}: error: {e}\n")
-    host = rpc.bind_host(cfg.net.host)
-    tele = telemetry.setup(run_dir, role, args.index, host=host, metrics=cfg.net.metrics)
+    tele = telemetry.setup(
+        run_dir,
+        role,
+        args.index,
+        host=where.bind,
+        metrics=cfg.net.metrics,
+        advertise=where.advertise,
+    )
     return ServiceContext(
         args=args,
         cfg=cfg,
@@ -124,7 +133,8 @@ def start(
         token=token,
         index=args.index,
         role=role,
-        host=host,
+        host=where.bind,
+        advertise=where.advertise,
         telemetry=tele,
         stop=stop_on_signals(),
     )

@@ -116,6 +116,7 @@ def run(ctx: service.ServiceContext) -> int:
             ctx.token,
             lambda s: learner_pb2_grpc.add_LearnerServicer_to_server(servicer, s),
             host=ctx.host,
+            advertise=ctx.advertise,
             port=ctx.args.port,
             max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
             max_workers=64,
