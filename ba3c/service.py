@@ -3,8 +3,9 @@
 A service's `main(argv)` calls `start(argv, role=..., description=...)` and gets a
 `ServiceContext`: the parsed flags, the run's resolved configuration (config.toml ->
 BA3C_* -> flags), the run directory, the token, telemetry already running, and a `stop`
-event that SIGTERM and SIGINT set. Bad flags and unusable run directories end the process
-here with a one-line message (exit code 2), before anything was started.
+event that SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 set. Bad flags, unusable run directories
+and addresses that could not work (ba3c/netaddr.py) end the process here with a one-line
+message (exit code 2), before anything was started.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def make_parser(
     return parser
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (main thread only)."""
+    """An event set by SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 (main thread only)."""
     stop = threading.Event()
     received: list[str] = []
 
@@ -87,8 +91,10 @@ def stop_on_signals() -> threading.Event:
 
     threading.Thread(target=announce, name="signal-announcer", daemon=True).start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    # USR1/USR2 too: `scancel --signal=USR1 JOB` and `--signal=USR1@T` (without B:) reach
+    # every task, and their default action would end the process without a checkpoint.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
     return stop
 
 

@@ -87,6 +87,7 @@ def _serve(ctx: service.ServiceContext) -> int:
     """Evaluates until stopped; returns how many evaluations it made."""
     from ba3c import models
     from services.evaluator import report
+    from services.evaluator.evaluation import Stopped
     from services.evaluator.pulling import ShardReader
     from services.evaluator.tboard import EvalSummaries
 
@@ -137,9 +138,17 @@ def _serve(ctx: service.ServiceContext) -> int:
                 versions=snapshot.versions,
                 episodes=ev.eval_episodes,
             )
-            result = evaluation.run(
-                snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
-            )
+            try:
+                result = evaluation.run(
+                    snapshot.weights,
+                    snapshot.version,
+                    snapshot.env_frames,
+                    snapshot.versions,
+                    stop=ctx.stop,
+                )
+            except Stopped:
+                log.info("evaluation interrupted by the stop request", version=snapshot.version)
+                break
             report.publish(result, jsonl)
             summaries.write(result)
             evaluations += 1
