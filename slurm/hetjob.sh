@@ -94,6 +94,11 @@
 #SBATCH --ntasks=1 --cpus-per-task=2 --mem=4G   # component 3: evaluator (plays, records videos)
 
 set -uo pipefail
+# A stop signal that comes before the handlers below exist (a job started close to its time
+# limit) must not kill this shell (USR1's default action): note it, act on it once they do.
+pending=""
+trap 'pending=${pending:-usr1}' USR1
+trap 'pending=${pending:-usr2}' USR2
 
 ROLES=(paramserver learner simulator evaluator)   # index = het component
 STOP_ORDER=(2 3 1 0)
@@ -333,16 +338,17 @@ on_usr2() { stop_all "USR2: stop and requeue"; requeue=1; }
 trap 'stop_all "SIGTERM: Slurm is ending the job"; trap - TERM; exit 143' TERM
 trap on_usr1 USR1
 trap on_usr2 USR2
+[ -z "$pending" ] || "on_$pending"
 budget=$(((n_components - 1) * BA3C_STOP_GRACE + BA3C_SHARD_STOP_GRACE))
 [ "$budget" -le "$SIGNAL_LEAD" ] || say "WARNING: the stop graces add up to ${budget}s," \
   "more than the ${SIGNAL_LEAD}s between --signal and the time limit"
 
-start_component 0 "$@"
-say "waiting for $n_ps shard address(es)"
+[ "$stopping" = 1 ] || start_component 0 "$@"
+[ "$stopping" = 1 ] || say "waiting for $n_ps shard address(es)"
 deadline=$((SECONDS + BA3C_START_TIMEOUT))
 for ((k = 0; k < n_ps; k++)); do
   until [ -s "$RUN_DIR/addresses/paramserver-$k" ]; do
-    kill -0 "${step_pid[0]}" 2>/dev/null || break 2
+    [ "$stopping" = 0 ] && kill -0 "${step_pid[0]:-}" 2>/dev/null || break 2
     [ "$SECONDS" -lt "$deadline" ] || {
       stop_all "shards not up"
       die 1 "shard $k did not publish $RUN_DIR/addresses/paramserver-$k in" \
@@ -351,7 +357,7 @@ for ((k = 0; k < n_ps; k++)); do
     sleep 1 & wait $!
   done
 done
-if kill -0 "${step_pid[0]}" 2>/dev/null; then   # else the watch below reports the shards
+if [ "$stopping" = 0 ] && kill -0 "${step_pid[0]}" 2>/dev/null; then   # else the watch below reports the shards
   start_component 1 "$@"
   start_component 2 "$@"
   if [ "$n_components" -ge 4 ]; then start_component 3 "$@"; fi

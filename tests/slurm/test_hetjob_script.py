@@ -244,3 +244,20 @@ def submit_export_none(slurm, out, settings: list[str]):
     )
     assert done.returncode == 0, done.stderr
     return Job(0, done.stdout.strip().split(";")[0], out)
+
+
+def test_the_time_limits_signal_stops_in_order_and_the_job_completes(slurm, tmp_path):
+    """--signal=B:USR1@T as Slurm itself sends it before the time limit (here a one-minute
+    limit, so it comes within seconds): the ordered stop runs and the job is COMPLETED,
+    not TIMEOUT or FAILED."""
+    run_dir = tmp_path / "run"
+    env = fake_env(run_dir, BA3C_CONTAINER="none", BA3C_MINUTES="0")
+    counts = ["--time=1", "--signal=B:USR1@45", *components(1, 1, 1)]
+    job = submit(slurm, tmp_path / "job.out", counts, env, wait=False)
+    assert wait_for_job_end(slurm, job.job_id, 120) == "COMPLETED", job.output
+    assert "stopping (USR1" in job.output, job.output
+    seen = placements(run_dir)
+    if len(seen) == 4:  # USR1 may come before the other components started; if not:
+        order = sorted(seen, key=lambda n: stop_time(seen[n]))
+        assert order[-1] == "paramserver-0", order
+    assert all(any(x.startswith("stopped") for x in lines) for lines in seen.values()), seen
