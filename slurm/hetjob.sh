@@ -70,8 +70,9 @@
 #   preemption where the site sets preempt_send_user_signal; a preempted job is requeued),
 #   or `scancel --batch --signal=USR1 JOBID` by hand; the job then exits 0 (COMPLETED).
 #   `scancel --batch --signal=USR2 JOBID`: the same stop, then the job requeues itself.
-#   Plain `scancel JOBID` cannot stop in order: Slurm signals every process at once and
-#   srun answers SIGTERM by killing its tasks, so only the periodic checkpoints remain.
+#   Plain `scancel JOBID` cannot stop in order: Slurm sends SIGTERM to every process at
+#   once (shards still checkpoint within KillWait) and srun answers SIGTERM by asking for
+#   SIGKILL of its tasks (too late to matter on Slurm 22.05; other versions may differ).
 #   A requeued job (--requeue below, `scontrol requeue`) or a new job with the same
 #   BA3C_RUN_DIR resumes: each shard restores its newest checkpoint when it starts.
 #
@@ -155,6 +156,9 @@ launcher() {
   local bin_var="BA3C_BIN_$upper" image_var="BA3C_IMAGE_$upper"
   read -ra bin <<< "${!bin_var:-${BA3C_BIN:-ba3c}}"
   if [ "$runtime" = none ]; then
+    command -v "${bin[0]}" >/dev/null || die 2 "the $role command '${bin[0]}' is not on" \
+      "PATH (under sbatch --export=NONE give it as a leading argument:" \
+      "sbatch slurm/hetjob.sh BA3C_BIN=/path/to/bin/ba3c ...)"
     LAUNCH=("${bin[@]}")
   else
     image=${!image_var:-$BA3C_IMAGES/$role.sif}
@@ -334,7 +338,8 @@ on_usr1() {
 }
 on_usr2() { stop_all "USR2: stop and requeue"; requeue=1; }
 # SIGTERM to this script means Slurm is ending the job (plain scancel, the time limit
-# itself, a requeue or preemption by someone else); srun has killed the tasks by then.
+# itself, a requeue or preemption by someone else): every task got SIGTERM too; this waits
+# for the components in the stop order while Slurm's KillWait runs.
 trap 'stop_all "SIGTERM: Slurm is ending the job"; trap - TERM; exit 143' TERM
 trap on_usr1 USR1
 trap on_usr2 USR2
