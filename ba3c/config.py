@@ -176,6 +176,11 @@ class EvaluatorConfig:
     eval_greedy: bool = knob(False, "Evaluate the greedy policy instead of sampling actions.")
     eval_max_steps: int = knob(27000, "Cut an evaluation episode after this many agent steps.")
     keep_videos: int = knob(5, "Newest videos kept (the best one is always kept as well).")
+    eval_stop_grace: float = knob(
+        15.0,
+        "Seconds an evaluation in progress may go on after a stop request; then it is "
+        "abandoned unreported (keep it below hetjob.sh's BA3C_STOP_GRACE).",
+    )
 
 
 @dataclass
@@ -242,6 +247,10 @@ class Config:
         if self.paramserver.sync_timeout <= 0:
             raise ConfigError(
                 f"--sync_timeout must be positive, got {self.paramserver.sync_timeout}"
+            )
+        if not self.evaluator.eval_stop_grace >= 0:
+            raise ConfigError(
+                f"--eval_stop_grace must be >= 0, got {self.evaluator.eval_stop_grace}"
             )
         for name, value in (("beta1", self.optim.beta1), ("beta2", self.optim.beta2)):
             if not 0 <= value < 1:

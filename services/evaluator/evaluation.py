@@ -47,6 +47,7 @@ class Evaluation:
             self.env.frame()
         self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
         self._stop: threading.Event | None = None
+        self._stop_seen: float | None = None
 
     def assignment(self):
         """The shard layout of this model (the same one the learners use)."""
@@ -60,11 +61,11 @@ class Evaluation:
         versions: tuple[int, ...] = (),
         stop: threading.Event | None = None,
     ) -> EvalResult:
-        """Plays cfg.evaluator.eval_episodes episodes with `weights`. Raises Stopped within
-        one agent step once `stop` is set (a Breakout evaluation can last minutes: the
-        evaluator must stop within its grace)."""
+        """Plays cfg.evaluator.eval_episodes episodes with `weights`. Once `stop` is set the
+        evaluation may go on for eval_stop_grace seconds, then raises Stopped (a Breakout
+        evaluation can last minutes: the evaluator must stop within its grace)."""
         ev = self.cfg.evaluator
-        self._stop = stop
+        self._stop, self._stop_seen = stop, None
         models.set_weights(self.model, weights)
         started = time.monotonic()
         episodes = []
@@ -99,7 +100,10 @@ class Evaluation:
 
     def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:
         if self._stop is not None and self._stop.is_set():
-            raise Stopped
+            now = time.monotonic()
+            self._stop_seen = self._stop_seen or now
+            if now - self._stop_seen >= self.cfg.evaluator.eval_stop_grace:
+                raise Stopped
         batch = np.asarray(observation)[None]
         return int(models.act(self.model, batch, self.cfg.evaluator.eval_greedy, rng)[0])
 
