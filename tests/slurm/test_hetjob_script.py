@@ -209,6 +209,10 @@ def test_export_none_a_second_job_is_refused_and_usr2_stops_in_order_and_requeue
     )
     published = address.read_text()
     assert seen_env(run_dir, "learner-0")["SLURM_PROCID"] == "0"  # tasks got their env
+    # The script's per-component memory requests stand beside the counts given at submission.
+    shown = slurm.run("scontrol", "show", "job", first.job_id).stdout
+    memory = [w.split("=", 1)[1] for w in shown.split() if w.startswith("MinMemoryNode=")]
+    assert memory == ["4G", "8G", "4G", "4G"], memory
 
     second = submit_export_none(slurm, tmp_path / "second.out", [*settings, "BA3C_MINUTES=0"])
     assert wait_for_job_end(slurm, second.job_id, 120).startswith("FAILED")
