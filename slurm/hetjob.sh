@@ -37,7 +37,9 @@
 # RUN DIRECTORY (on a filesystem every node sees):
 #   BA3C_RUN_DIR          the run directory (default BA3C_EXPERIMENTS_DIR/JOBNAME-JOBID).
 #                         Submit again with the same BA3C_RUN_DIR to resume a run. One job
-#                         at a time: RUN_DIR/lock (flock) refuses a second job on it.
+#                         at a time: RUN_DIR/lock (flock) refuses a second job on it
+#                         (a requeued job waits up to BA3C_LOCK_WAIT s, default 120, for
+#                         its previous run to let go).
 #   BA3C_EXPERIMENTS_DIR  where new run directories go (default SUBMIT_DIR/runs).
 #
 # CONTAINERS:
