@@ -271,3 +271,49 @@ def test_the_time_limits_signal_stops_in_order_and_the_job_completes(slurm, tmp_
         order = sorted(seen, key=lambda n: stop_time(seen[n]))
         assert order[-1] == "paramserver-0", order
     assert all(any(x.startswith("stopped") for x in lines) for lines in seen.values()), seen
+
+
+def test_preemption_stops_in_order_and_requeues(slurm, tmp_path):
+    """A job in the higher-tier partition needs the shards' node: Slurm picks the run for
+    preemption and sends its --signal at once (preempt_send_user_signal, GraceTime 60 s):
+    the run stops in order and requeues itself to resume later."""
+    run_dir = tmp_path / "run"
+    env = fake_env(run_dir, BA3C_CONTAINER="none", BA3C_MINUTES="0")
+    job = submit(slurm, tmp_path / "job.out", components(1, 1, 1), env, wait=False)
+    wait_for(
+        lambda: len(placements(run_dir)) == 4 if (run_dir / "fake").exists() else False,
+        120,
+        "every component to start",
+        interval=0.5,
+    )
+    node = placements(run_dir)["paramserver-0"][0].split()[0].removeprefix("node=")
+    urgent = slurm.run(
+        "sbatch",
+        "--parsable",
+        "-p",
+        "urgent",
+        "-w",
+        node,
+        "--exclusive",
+        f"--output={tmp_path}/urgent.out",
+        "--wrap",
+        "sleep 1",
+    ).stdout.strip()
+    try:
+        wait_for(
+            lambda: (
+                "requeueing job" in job.output
+                and slurm.job_states(job.job_id)[0] in ("PENDING", "REQUEUED")
+            ),
+            120,
+            "the preempted run to stop and requeue itself",
+            interval=0.5,
+        )
+        assert "stopping (USR1" in job.output, job.output
+        seen = placements(run_dir)
+        order = [n.rsplit("-", 1)[0] for n in sorted(seen, key=lambda n: stop_time(seen[n]))]
+        assert order == ["simulator", "evaluator", "learner", "paramserver"], seen
+        assert "Restarts=1" in slurm.run("scontrol", "show", "job", job.job_id).stdout
+    finally:
+        slurm.run("scancel", job.job_id, urgent, check=False)
+    wait_for_job_end(slurm, job.job_id, 60)
