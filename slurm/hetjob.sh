@@ -393,6 +393,8 @@ while [ "$stopping" = 0 ]; do
       stop_all "component $c failed"
     elif [ "$c" = 0 ]; then
       stop_all "the shards ended"
+      # A preemption without the user signal sends SIGTERM to the tasks only: come back.
+      if preempted; then requeue=1; fi
     else
       say "component $c (${ROLES[$c]}) ended"
     fi
