@@ -317,3 +317,23 @@ def test_preemption_stops_in_order_and_requeues(slurm, tmp_path):
     finally:
         slurm.run("scancel", job.job_id, urgent, check=False)
     wait_for_job_end(slurm, job.job_id, 60)
+
+
+def test_scancel_signal_without_batch_stops_every_task_and_the_job_completes(slurm, tmp_path):
+    """`scancel --signal=TERM JOBID` reaches the tasks only: all stop at once, the script
+    sees the shards end, and the job is COMPLETED (a clean stop is never FAILED)."""
+    run_dir = tmp_path / "run"
+    env = fake_env(run_dir, BA3C_CONTAINER="none", BA3C_MINUTES="0")
+    job = submit(slurm, tmp_path / "job.out", components(1, 1, 1), env, wait=False)
+    wait_for(
+        lambda: len(placements(run_dir)) == 4 if (run_dir / "fake").exists() else False,
+        120,
+        "every component to start",
+        interval=0.5,
+    )
+    slurm.run("scancel", "--signal=TERM", job.job_id)
+    assert wait_for_job_end(slurm, job.job_id, 120) == "COMPLETED", job.output
+    assert "stopping (the shards ended)" in job.output, job.output
+    assert "requeueing" not in job.output
+    seen = placements(run_dir)
+    assert all(any(x.startswith("stopped") for x in lines) for lines in seen.values()), seen
