@@ -223,6 +223,11 @@ class EvaluatorConfig:
     eval_greedy: bool = knob(False, "Evaluate the greedy policy instead of sampling actions.")
     eval_max_steps: int = knob(27000, "Cut an evaluation episode after this many agent steps.")
     keep_videos: int = knob(5, "Newest videos kept (the best one is always kept as well).")
+    eval_stop_grace: float = knob(
+        15.0,
+        "Seconds an evaluation in progress may go on after a stop request; then it is "
+        "abandoned unreported (keep it below hetjob.sh's BA3C_STOP_GRACE).",
+    )
 
 
 @dataclass
@@ -230,7 +235,19 @@ class NetConfig:
     """Networking: bind address, message size, deadlines, metrics, TLS."""
 
     host: str = knob(
-        "", "Address servers bind to (empty: the node's hostname under Slurm, else 127.0.0.1)."
+        "",
+        "Address servers bind to, and advertise unless advertise_host or net_interface says "
+        "otherwise (empty: the node's hostname under Slurm, else 127.0.0.1).",
+    )
+    advertise_host: str = knob(
+        "",
+        "Name or address written to RUN_DIR/addresses/ for others to dial (empty: what is "
+        "bound; never 0.0.0.0, a wildcard bind advertises the hostname).",
+    )
+    net_interface: str = knob(
+        "",
+        "Network interface (e.g. ib0, eth0) whose IPv4 address each node binds and "
+        "advertises, unless host/advertise_host are set.",
     )
     max_message_mb: int = knob(256, "Largest gRPC message, in MiB.")
     rpc_timeout: float = knob(60.0, "Deadline of one PushPull/Pull call, in seconds.")
@@ -279,6 +296,10 @@ class Config:
         if self.paramserver.sync_timeout <= 0:
             raise ConfigError(
                 f"--sync_timeout must be positive, got {self.paramserver.sync_timeout}"
+            )
+        if not self.evaluator.eval_stop_grace >= 0:
+            raise ConfigError(
+                f"--eval_stop_grace must be >= 0, got {self.evaluator.eval_stop_grace}"
             )
         for name, value in (("beta1", self.optim.beta1), ("beta2", self.optim.beta2)):
             if not 0 <= value < 1:

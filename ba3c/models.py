@@ -28,7 +28,13 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
+
+# GPU memory grows as needed instead of TensorFlow taking all of it at start, so that two
+# learners (or a learner and the evaluator) can share one GPU. Read when TF first sees the
+# GPU; a value set by the user wins.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+import tensorflow as tf  # noqa: E402 - after the setting above
 
 from ba3c.config import Config
 from ba3c.machine import available_cores

@@ -207,8 +207,12 @@ def make_server(
     max_concurrent_rpcs: int | None = None,
     service_names: Iterable[str] = (),
     tls: RunTLS | None = None,
+    advertise: str | None = None,
 ) -> Server:
     """Builds, binds and starts a server. Raises OSError if the address cannot be bound.
+
+    It listens on `host`; its `address` (what goes to RUN_DIR/addresses/) names
+    `advertise` (default: `host`; see ba3c/netaddr.py).
 
     With TLS (`tls`, else the process's `use_tls`) it serves only TLS, with a certificate
     for `host` issued by the run's CA.
@@ -228,13 +232,13 @@ def make_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if tls is not None:
-        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials(host))
+        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials(advertise or host))
     else:
         bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
-    result = Server(server, health_servicer, host, bound)
+    result = Server(server, health_servicer, advertise or host, bound)
     result.set_serving("")
     for name in service_names:
         result.set_serving(name)

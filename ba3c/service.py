@@ -3,8 +3,9 @@
 A service's `main(argv)` calls `start(argv, role=..., description=...)` and gets a
 `ServiceContext`: the parsed flags, the run's resolved configuration (config.toml ->
 BA3C_* -> flags), the run directory, the token, telemetry already running, and a `stop`
-event that SIGTERM and SIGINT set. Bad flags and unusable run directories end the process
-here with a one-line message (exit code 2), before anything was started.
+event that SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 set. Bad flags, unusable run directories
+and addresses that could not work (ba3c/netaddr.py) end the process here with a one-line
+message (exit code 2), before anything was started.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 
 from ba3c import config as configuration
-from ba3c import rpc, telemetry
+from ba3c import netaddr, rpc, telemetry
 from ba3c.rundir import RunDir, RunDirError
 
 log = structlog.get_logger()
@@ -37,7 +38,8 @@ class ServiceContext:
     token: str
     index: int
     role: str
-    host: str
+    host: str  # bound
+    advertise: str  # written to RUN_DIR/addresses/ and targets/
     telemetry: telemetry.Telemetry
     stop: threading.Event
 
@@ -68,8 +70,11 @@ def make_parser(
     return parser
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (main thread only)."""
+    """An event set by SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 (main thread only)."""
     stop = threading.Event()
     received: list[str] = []
 
@@ -86,8 +91,10 @@ def stop_on_signals() -> threading.Event:
 
     threading.Thread(target=announce, name="signal-announcer", daemon=True).start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    # USR1/USR2 too: `scancel --signal=USR1 JOB` and `--signal=USR1@T` (without B:) reach
+    # every task, and their default action would end the process without a checkpoint.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
     return stop
 
 
@@ -113,10 +120,18 @@ def start(
             rpc.use_tls(run_tls)
         if args.index < 0:
             raise UsageError(f"--index must be >= 0, got {args.index}")
-    except (configuration.ConfigError, RunDirError, UsageError) as e:
+        net = cfg.net
+        where = netaddr.endpoint(net.host, net.advertise_host, net.net_interface)
+    except (configuration.ConfigError, RunDirError, UsageError, netaddr.AddressError) as e:
         parser.exit(2, f"ba3c {role}: error: {e}\n")
-    host = rpc.bind_host(cfg.net.host)
-    tele = telemetry.setup(run_dir, role, args.index, host=host, metrics=cfg.net.metrics)
+    tele = telemetry.setup(
+        run_dir,
+        role,
+        args.index,
+        host=where.bind,
+        metrics=cfg.net.metrics,
+        advertise=where.advertise,
+    )
     return ServiceContext(
         args=args,
         cfg=cfg,
@@ -124,7 +139,8 @@ def start(
         token=token,
         index=args.index,
         role=role,
-        host=host,
+        host=where.bind,
+        advertise=where.advertise,
         telemetry=tele,
         stop=stop_on_signals(),
     )

@@ -85,14 +85,21 @@ def start_metrics(host: str = "127.0.0.1", port: int = 0) -> tuple[object, int]:
 
 
 def setup(
-    run_dir: RunDir, role: str, index: int, host: str = "127.0.0.1", metrics: bool = True
+    run_dir: RunDir,
+    role: str,
+    index: int,
+    host: str = "127.0.0.1",
+    metrics: bool = True,
+    advertise: str | None = None,
 ) -> Telemetry:
+    """Logging to RUN_DIR/logs/ and /metrics bound on `host`, published in targets/ as
+    `advertise` (default: `host`)."""
     run_dir.ensure()
     configure_logging(run_dir.log_path(role, index), run=run_dir.path.name, role=role, index=index)
     server, address = None, None
     if metrics:
         server, port = start_metrics(host)
-        address = f"{host}:{port}"
+        address = f"{advertise or host}:{port}"
         run_dir.write_target(role, index, address)
     log.info("telemetry ready", metrics=address, log_file=str(run_dir.log_path(role, index)))
     return Telemetry(run_dir, role, index, address, server)

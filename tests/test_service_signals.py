@@ -40,3 +40,20 @@ def test_sigterm_during_a_log_write_never_hangs(tmp_path):
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_usr1_and_usr2_stop_a_service_like_sigterm():
+    """`scancel --signal=USR1 JOB` reaches every task: it must stop them cleanly, not kill."""
+    import os
+
+    from ba3c.service import STOP_SIGNALS, stop_on_signals
+
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            stop = stop_on_signals()
+            os.kill(os.getpid(), sig)
+            assert stop.wait(5), signal.Signals(sig).name
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

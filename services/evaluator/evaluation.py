@@ -7,6 +7,7 @@ evaluate` (parameters from a checkpoint), so both play exactly the same games.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,10 @@ from services.evaluator.stats import EvalResult
 
 ATARI_FPS = 60.0  # the emulator's frame rate; a video shows one frame per agent step
 OTHER_FPS = 30.0
+
+
+class Stopped(Exception):
+    """The stop event was set in the middle of an evaluation: nothing is reported."""
 
 
 class Evaluation:
@@ -41,6 +46,8 @@ class Evaluation:
             self.env.reset(seed=0)
             self.env.frame()
         self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
+        self._stop: threading.Event | None = None
+        self._stop_seen: float | None = None
 
     def assignment(self):
         """The shard layout of this model (the same one the learners use)."""
@@ -52,9 +59,13 @@ class Evaluation:
         version: int,
         env_frames: int,
         versions: tuple[int, ...] = (),
+        stop: threading.Event | None = None,
     ) -> EvalResult:
-        """Plays cfg.evaluator.eval_episodes episodes with `weights`; never interrupted."""
+        """Plays cfg.evaluator.eval_episodes episodes with `weights`. Once `stop` is set the
+        evaluation may go on for eval_stop_grace seconds, then raises Stopped (a Breakout
+        evaluation can last minutes: the evaluator must stop within its grace)."""
         ev = self.cfg.evaluator
+        self._stop, self._stop_seen = stop, None
         models.set_weights(self.model, weights)
         started = time.monotonic()
         episodes = []
@@ -88,6 +99,11 @@ class Evaluation:
         )
 
     def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:
+        if self._stop is not None and self._stop.is_set():
+            now = time.monotonic()
+            self._stop_seen = self._stop_seen or now
+            if now - self._stop_seen >= self.cfg.evaluator.eval_stop_grace:
+                raise Stopped
         batch = np.asarray(observation)[None]
         return int(models.act(self.model, batch, self.cfg.evaluator.eval_greedy, rng)[0])
 

@@ -89,6 +89,7 @@ def _serve(ctx: service.ServiceContext) -> int:
     from ba3c.paramserver_client import Stopped
     from services.evaluator import metrics
     from services.evaluator.best import BestKeeper
+    from services.evaluator.evaluation import Stopped as EvaluationStopped
     from services.evaluator.pulling import shard_reader
     from services.evaluator.tboard import EvalSummaries
 
@@ -140,9 +141,17 @@ def _serve(ctx: service.ServiceContext) -> int:
                 versions=snapshot.versions,
                 episodes=ev.eval_episodes,
             )
-            result = evaluation.run(
-                snapshot.weights, snapshot.version, snapshot.env_frames, snapshot.versions
-            )
+            try:
+                result = evaluation.run(
+                    snapshot.weights,
+                    snapshot.version,
+                    snapshot.env_frames,
+                    snapshot.versions,
+                    stop=ctx.stop,
+                )
+            except EvaluationStopped:
+                log.info("evaluation interrupted by the stop request", version=snapshot.version)
+                break
             metrics.publish(result, ctx.run_dir)
             summaries.write(result)
             best.offer(result, snapshot.weights)

@@ -133,6 +133,7 @@ def run(ctx: service.ServiceContext) -> int:
             ctx.token,
             lambda s: add_to_server(servicer, s),
             host=ctx.host,
+            advertise=ctx.advertise,
             port=ctx.args.port,
             max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
             max_workers=64,

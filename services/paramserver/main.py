@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.token,
             ParameterServerServicer(shard).register,
             host=ctx.host,
+            advertise=ctx.advertise,
             port=ctx.args.port,
             max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
             service_names=(SERVICE,),

@@ -46,10 +46,31 @@ def pip_installs(post: str) -> list[str]:
     return found
 
 
+VARIANTS = {"learner-gpu": "learner"}  # variant: the service it runs
+
+
 def test_there_is_one_definition_per_service_and_a_base():
     names = sorted(p.stem for p in (ROOT / "containers").glob("*.def"))
-    assert names == sorted(("base", *SERVICES))
+    assert names == sorted(("base", *SERVICES, *VARIANTS))
     assert check.SERVICES == SERVICES
+
+
+def test_the_gpu_learner_installs_tensorflow_for_cuda_and_grows_gpu_memory():
+    d = definition("learner-gpu")
+    for section in REQUIRED:
+        assert d.sections.get(section, "").strip(), f"learner-gpu.def has no %{section}"
+    assert d.header == {"Bootstrap": "localimage", "From": "containers/base.sif"}
+    labels = dict(line.split(None, 1) for line in d.sections["labels"].splitlines() if line)
+    assert labels["ba3c.role"] == "learner"
+    assert pip_installs(d.sections["post"]) == ["/opt/ba3c/src[gpu]"]
+    gpu = " ".join(PYPROJECT["project"]["optional-dependencies"]["gpu"])
+    assert "tensorflow[and-cuda]" in gpu
+    assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in d.sections["environment"]
+    assert d.sections["runscript"].strip() == 'exec ba3c learner "$@"'
+
+
+def test_images_ignore_a_users_local_site_packages():
+    assert "PYTHONNOUSERSITE=1" in definition("base").sections["environment"]
 
 
 @pytest.mark.parametrize("name", ("base", *SERVICES))

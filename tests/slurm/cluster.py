@@ -44,6 +44,11 @@ ReturnToService=2
 MailProg=/bin/true
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,bf_resolution=1
+# Preemption as sites set it up for checkpointing jobs: a job in `urgent` requeues one in
+# `debug`, which first gets its --signal (preempt_send_user_signal) and GraceTime to stop.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
 StateSaveLocation={tmp}/spool/ctld
 SlurmdSpoolDir={tmp}/spool/d/%n
 SlurmctldPidFile={tmp}/run/slurmctld.pid
@@ -58,7 +63,10 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 Waittime=0
 {nodes}
-PartitionName=debug Nodes=node[1-{n}] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=debug Nodes=node[1-{n}] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO \
+PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=node[1-{n}] MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=2 \
+PreemptMode=OFF
 """
 NODE_LINE = (
     "NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
