@@ -14,7 +14,7 @@ Each ends in two heads: policy logits [B, A] and a value [B]. Images arrive as u
 [B, H, W, C] and are scaled by 1/255 inside the model; vectors arrive as float32 [B, D].
 
 Initial kernels follow `conv_init` / `fc_init`: orthogonal (ours), or the seed's normal and
-uniform initialisers (see `_seed_kernel`). The heads keep ours in every case.
+uniform initializers (see `_seed_kernel`). The heads keep ours in every case.
 
 Variables are plain `tf.Variable`s with stable names ("conv1/kernel", "fc/kernel",
 "policy/bias", ...) in a fixed order, whatever else the process has built, so that
@@ -142,7 +142,7 @@ def _initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], gain: floa
 def _seed_kernel(
     rng: np.random.Generator, shape: tuple[int, ...], init: str, dense: bool
 ) -> np.ndarray:
-    """The seed's initialisers (its tensorpack fork's Conv2D and FullyConnected):
+    """The seed's initializers (its tensorpack fork's Conv2D and FullyConnected):
     conv normal = truncated normal, stddev 0.03; conv uniform = U(-0.05, 0.05);
     fc uniform = TF1's uniform_unit_scaling(factor 1.43) = U(+-1.43 sqrt(3 / fan_in));
     fc normal = truncated normal, stddev 1 / sqrt(fan_in)."""

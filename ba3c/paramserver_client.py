@@ -6,7 +6,7 @@ Learners and the evaluator both talk to every shard through `ParamServerClient`:
   address is waited for; after any failed call the address is read again, so a shard that
   restarted on another port is followed (new channel, Register again).
 - **Checking them.** Register's answer must come from shard K and, once the shard is
-  initialised, name exactly the variable pieces (and shapes) the shared `Assignment` gives
+  initialized, name exactly the variable pieces (and shapes) the shared `Assignment` gives
   it; so must every set of parameters pulled. A mismatch raises `ShardMismatch`.
 - **Retrying.** One set of statuses that waiting may cure (`RETRYABLE`), one backoff
   (`ba3c.backoff`, shared with the simulator pools), one log line per change of reason,
@@ -84,7 +84,7 @@ CONTROL_TIMEOUT = 10.0  # longest deadline of Register and Status (no tensors tr
 
 def should_retry(code: grpc.StatusCode, wait_uninitialized: bool = False) -> bool:
     """Whether a call that failed with `code` is worth another attempt. A shard that is
-    not initialised yet (FAILED_PRECONDITION) is waited for only where asked."""
+    not initialized yet (FAILED_PRECONDITION) is waited for only where asked."""
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return wait_uninitialized
     return code in RETRYABLE
@@ -211,7 +211,7 @@ class ParamServerClient:
 
     def initialize(self, values: Mapping[str, np.ndarray], only: int | None = None) -> None:
         """Offers `values` to every shard, or to shard `only` (first writer wins: a no-op on
-        initialised ones)."""
+        initialized ones)."""
         pieces = self.assignment.split(values)
         for shard in self.shards:
             if only is not None and shard.index != only:
@@ -234,7 +234,7 @@ class ParamServerClient:
             )
 
     def wait_initialized(self) -> dict[str, np.ndarray]:
-        """Blocks until every shard is initialised; returns the joined parameters (checked
+        """Blocks until every shard is initialized; returns the joined parameters (checked
         against the model)."""
         for future in [self._pool.submit(self._pull, s, True) for s in self.shards]:
             future.result()

@@ -99,6 +99,6 @@ def test_the_retry_decision_for_paramserver_calls():
         grpc.StatusCode.INTERNAL,
     ):
         assert not should_retry(code) and not should_retry(code, wait_uninitialized=True)
-    # a shard that is not initialised yet is waited for only where the caller asks
+    # a shard that is not initialized yet is waited for only where the caller asks
     assert not should_retry(grpc.StatusCode.FAILED_PRECONDITION)
     assert should_retry(grpc.StatusCode.FAILED_PRECONDITION, wait_uninitialized=True)

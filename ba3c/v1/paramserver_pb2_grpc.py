@@ -76,9 +76,9 @@ class ParameterServerServicer:
     def Initialize(self, request, context):
         """Sets the initial values of an empty shard (learner 0 calls it at start-up, and again
         for a shard that came back empty). First writer wins: on a shard that is already
-        initialised (by an earlier call or a restored checkpoint) this is a no-op that says
+        initialized (by an earlier call or a restored checkpoint) this is a no-op that says
         so in `applied` and `message`. The request is checked first, whatever the shard's
-        state: a malformed one (e.g. NaN) is INVALID_ARGUMENT even on an initialised shard.
+        state: a malformed one (e.g. NaN) is INVALID_ARGUMENT even on an initialized shard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

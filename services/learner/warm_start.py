@@ -1,6 +1,6 @@
 """Warm start (`--init-from PATH`): another run's parameters as this run's initial values.
 
-Learner 0 loads them into its model before it initialises the shards, so they reach every
+Learner 0 loads them into its model before it initializes the shards, so they reach every
 shard through the ordinary Initialize (first writer wins: a resumed run keeps its own). The
 pieces are joined by their names, so the other run may have used another shard count or
 fc_splits; the variables must match this run's model (same network, game and fc_neurons).

@@ -156,7 +156,7 @@ def test_fc_neurons_shapes_the_nature_network():
     assert shapes["fc/kernel"] == (3136, 256) and shapes["policy/kernel"] == (256, 4)
 
 
-def test_the_seeds_initialisers_have_its_scales():
+def test_the_seeds_initializers_have_its_scales():
     model = models.build_model(
         config(model="seed", fc_neurons=128, conv_init="normal", fc_init="uniform"), IMAGE, 4
     )

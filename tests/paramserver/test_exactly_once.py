@@ -31,7 +31,7 @@ DEADLINE = 1.0  # the client's rpc_timeout
 
 
 def learner(run_dir, stop: threading.Event, failures: list[str]) -> ParamServerClient:
-    """The learners' real client, with a short deadline, initialising the shard."""
+    """The learners' real client, with a short deadline, initializing the shard."""
     client = ParamServerClient(
         run_dir,
         run_dir.read_secret(),

@@ -3,11 +3,11 @@ an evaluator does with them.
 
 The kit builds the run's model from config.toml (TensorFlow: this role may import it),
 serves one fake shard per `[paramserver] ps` at addresses/paramserver-K and starts them
-uninitialised. Start the evaluator under test on the same run directory (ba3c's own:
+uninitialized. Start the evaluator under test on the same run directory (ba3c's own:
 `ba3c evaluator --run-dir D`), with a short `[evaluator] eval_every` and few
 `eval_episodes`. The kit then:
   1. answers Pull with FAILED_PRECONDITION for a while (the evaluator must keep polling),
-  2. initialises the shards at version 1 with the model's initial values and waits for an
+  2. initializes the shards at version 1 with the model's initial values and waits for an
      evaluation in RUN_DIR/eval.jsonl,
   3. moves the shards to version 2 and waits for the evaluator to pull again with
      have_version 1 and to evaluate version 2.
@@ -34,7 +34,7 @@ from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from ba3c.v1 import tensor_pb2
 
-UNINITIALISED_PULLS = 3  # Pulls answered FAILED_PRECONDITION before the kit initialises
+UNINITIALISED_PULLS = 3  # Pulls answered FAILED_PRECONDITION before the kit initializes
 
 
 class FakeShard(pb_grpc.ParameterServerServicer):
@@ -100,7 +100,7 @@ class FakeShard(pb_grpc.ParameterServerServicer):
         with self.lock:
             if self.params is None:
                 self.refused_pulls += 1
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not initialised yet")
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not initialized yet")
             if request.have_version == self.version:
                 return pb.PullResponse(version=self.version, unchanged=True, env_frames=7)
             return pb.PullResponse(
@@ -182,11 +182,11 @@ class EvaluatorChecks:
         lines = self.jsonl.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def waits_for_initialisation(self) -> None:
+    def waits_for_initialization(self) -> None:
         self._wait(
             lambda: sum(s.refused_pulls for s in self.shards) >= UNINITIALISED_PULLS,
-            f"{UNINITIALISED_PULLS} Pulls of uninitialised shards (the evaluator must keep "
-            "polling until they are initialised)",
+            f"{UNINITIALISED_PULLS} Pulls of uninitialized shards (the evaluator must keep "
+            "polling until they are initialized)",
         )
 
     def evaluates(self, version: int) -> None:
@@ -229,7 +229,7 @@ class EvaluatorChecks:
         if c("address", self.start) is None:
             return
         try:
-            c("waits_for_initialisation", self.waits_for_initialisation)
+            c("waits_for_initialization", self.waits_for_initialization)
             c("evaluates", self.evaluates, 1)
             c("follows_versions", self.evaluates, 2)
             c("pull.have_version", self.pulls_with_have_version)

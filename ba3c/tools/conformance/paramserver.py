@@ -1,9 +1,9 @@
 """`ba3c conformance paramserver`: drives one shard (addresses/paramserver-K) through every
 RPC of paramserver.proto and checks the answers against docs/contracts.md.
 
-The shard must be fresh (never initialised, no checkpoint) and use the run's config.toml:
+The shard must be fresh (never initialized, no checkpoint) and use the run's config.toml:
 the kit reads the optimizer, mode, replicas, timeouts and message limit from it. The kit
-initialises the shard with its own small model, so use a throw-away run directory.
+initializes the shard with its own small model, so use a throw-away run directory.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class ParamServerChecks:
         s = self.status()
         expect(
             not s.initialized,
-            "the shard is already initialised: the kit needs a fresh shard (a new run "
+            "the shard is already initialized: the kit needs a fresh shard (a new run "
             "directory, no checkpoint)",
         )
         expect(s.shard_index == self.t.index, f"shard_index {s.shard_index}, not {self.t.index}")
@@ -292,7 +292,7 @@ class ParamServerChecks:
         other = {n: a + 1 for n, a in initial_values().items()}
         reply = self.initialize_call(wire.named(other))()
         expect(not reply.applied, "a second Initialize was applied")
-        expect(reply.message.strip(), "no message saying the shard is already initialised")
+        expect(reply.message.strip(), "no message saying the shard is already initialized")
         expect(reply.version == self.version, f"version {reply.version}")
         got = self.pulled()
         expect(all(np.array_equal(got[n], a) for n, a in initial_values().items()), "changed")
