@@ -168,6 +168,11 @@ class ParamServerConfig:
     max_staleness: int = knob(
         0, "Async mode: drop pushes staler than this many versions (0 = never drop)."
     )
+    staleness_aware: bool = knob(
+        False,
+        "Async mode: divide each push's learning rate by its staleness (the versions it is "
+        "behind, at least 1), as in Zhang et al. 2016, 'Staleness-aware Async-SGD'.",
+    )
     save_every: int = knob(500, "Write a checkpoint every this many versions (0 = only at exit).")
     keep_checkpoints: int = knob(3, "Checkpoints kept per shard (newest first).")
 

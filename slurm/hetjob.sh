@@ -56,6 +56,8 @@
 #   BA3C_BIN              the ba3c command (default `ba3c`; a command line, split on spaces).
 #   BA3C_BIN_<ROLE>       one service's command, e.g. BA3C_BIN_LEARNER="my-learner", called
 #                         as `CMD learner --run-dir D --index I [flags]`.
+#   BA3C_BIN_INIT, BA3C_IMAGE_INIT  what runs `ba3c init-run` (default BA3C_BIN, and in a
+#                         container our paramserver.sif): never a replacement's command.
 #
 # TIME AND STOPPING (slurm/README.md "Stopping" says what to type):
 #   BA3C_MINUTES          end the run after this many minutes (decimals allowed; 0 = run
@@ -163,7 +165,9 @@ launcher() {
       "sbatch slurm/hetjob.sh BA3C_BIN=/path/to/bin/ba3c ...)"
     LAUNCH=("${bin[@]}")
   else
-    image=${!image_var:-$BA3C_IMAGES/$role.sif}
+    local default_image=$BA3C_IMAGES/$role.sif
+    [ "$role" = init ] && default_image=$BA3C_IMAGES/paramserver.sif  # ours: has ba3c
+    image=${!image_var:-$default_image}
     [ -e "$image" ] || die 2 "no image for the $role: $image does not exist" \
       "(build it: containers/build.sh $role, or set BA3C_IMAGES or $image_var)"
     local extra role_extra role_args_var="BA3C_CONTAINER_ARGS_$upper"
@@ -274,7 +278,9 @@ mkdir -p "$RUN_DIR" || die 2 "cannot create the run directory $RUN_DIR"
 lock_run_dir
 # init-run too gets the knobs under --cleanenv (tasks redo this with their own variables).
 [ "$runtime" = none ] || ba3c_task_container_env
-launcher paramserver
+# `ba3c init-run` is ba3c's own (BA3C_BIN_INIT / BA3C_IMAGE_INIT, default BA3C_BIN and our
+# paramserver image), never a replacement service's command: a replacement need not have it.
+launcher init
 "${LAUNCH[@]}" init-run --run-dir "$RUN_DIR" "${defaults[@]}" "${counts[@]}" "$@" \
   || die 2 "ba3c init-run failed for $RUN_DIR (see above)"
 # Addresses of an earlier job on this run directory point at dead processes.

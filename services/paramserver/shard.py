@@ -63,6 +63,7 @@ class Settings:
     sync_timeout: float = 10.0
     lease_seconds: float = 30.0
     max_staleness: int = 0
+    staleness_aware: bool = False
     save_every: int = 0
     hyper: Hyper = Hyper()
 
@@ -76,6 +77,7 @@ class Settings:
             sync_timeout=ps.sync_timeout,
             lease_seconds=ps.lease_seconds,
             max_staleness=ps.max_staleness,
+            staleness_aware=ps.staleness_aware,
             save_every=ps.save_every,
             hyper=Hyper.from_config(cfg.optim),
         )
@@ -398,7 +400,8 @@ class Shard:
             self._drop("stale")
             return self._current(pb.DROPPED_STALE, staleness)
         self._keys.record(*key, Outcome(pb.APPLIED, staleness))
-        self._apply(grads, pushes=1)
+        lr_scale = 1.0 / max(1, staleness) if self.settings.staleness_aware else 1.0
+        self._apply(grads, pushes=1, lr_scale=lr_scale)
         return self._current(pb.APPLIED, staleness)
 
     def _push_sync(
@@ -456,9 +459,17 @@ class Shard:
         metrics.LIVE_LEARNERS.set(len(self._leases.live()))
         self._cond.notify_all()
 
-    def _apply(self, grads: Mapping[str, np.ndarray], pushes: int, scale: float = 1.0) -> None:
+    def _apply(
+        self,
+        grads: Mapping[str, np.ndarray],
+        pushes: int,
+        scale: float = 1.0,
+        lr_scale: float = 1.0,
+    ) -> None:
+        """One optimizer step with the mean `grads * scale`, at the schedule's learning rate
+        times `lr_scale` (staleness-aware async)."""
         assert self._params is not None and self._optimizer is not None
-        lr = self.settings.hyper.learning_rate(self.version)
+        lr = self.settings.hyper.learning_rate(self.version) * lr_scale
         self._optimizer.apply(self._params, grads, lr, scale)
         self.version += 1
         self.pushes_applied += pushes

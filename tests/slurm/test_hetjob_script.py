@@ -70,6 +70,15 @@ def test_components_run_in_their_images_on_their_own_nodes_and_stop_in_order(slu
         FAKE_BA3C_FAIL_ONCE="evaluator-0",
     )
     (bin_dir / "ba3c-fake").symlink_to(FAKE_BA3C)
+    # A replacement paramserver that knows nothing of `ba3c init-run`: the job runs that
+    # with ba3c's own command, so the replacement is only ever started as the service.
+    replacement = bin_dir / "replacement-paramserver"
+    replacement.write_text(
+        '#!/usr/bin/env bash\n[ "$1" = init-run ] && { echo "no init-run here" >&2; exit 9; }\n'
+        'exec ba3c-fake "$@"\n'
+    )
+    replacement.chmod(0o755)
+    env["BA3C_BIN_PARAMSERVER"] = "replacement-paramserver"
     job = submit(
         slurm, tmp_path / "job.out", components(2, 1, 2), env, args=["--env", "CartPole-v1"]
     )
@@ -103,9 +112,10 @@ def test_components_run_in_their_images_on_their_own_nodes_and_stop_in_order(slu
     )
     for role in ("paramserver", "learner", "simulator", "evaluator"):
         args = "--cleanenv --containall --nv" if role == "learner" else "--cleanenv"
+        command = "replacement-paramserver" if role == "paramserver" else "ba3c-fake"
         assert any(
             line.startswith(
-                f"exec --bind {run_dir} {args} {images}/{role}.sif ba3c-fake {role} "
+                f"exec --bind {run_dir} {args} {images}/{role}.sif {command} {role} "
                 f"--run-dir {run_dir}"
             )
             for line in lines
