@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from ba3c import monitor
+from ba3c.tools import monitor
 from tests.monitoring.prom import PrometheusAPI
 from tests.slurm.cluster import wait_for_job_end
 from tests.slurm.hetjob import components, submit
