@@ -160,7 +160,9 @@ launcher() {
   local bin_var="BA3C_BIN_$upper" image_var="BA3C_IMAGE_$upper"
   read -ra bin <<< "${!bin_var:-${BA3C_BIN:-ba3c}}"
   if [ "$runtime" = none ]; then
-    command -v "${bin[0]}" >/dev/null || die 2 "the $role command '${bin[0]}' is not on" \
+    local what="the $role command"
+    [ "$role" = init ] && what="the ba3c command (init-run)"
+    command -v "${bin[0]}" >/dev/null || die 2 "$what '${bin[0]}' is not on" \
       "PATH (under sbatch --export=NONE give it as a leading argument:" \
       "sbatch slurm/hetjob.sh BA3C_BIN=/path/to/bin/ba3c ...)"
     LAUNCH=("${bin[@]}")

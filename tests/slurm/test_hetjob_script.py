@@ -184,7 +184,7 @@ def test_bad_settings_fail_at_once_with_one_clear_line(slurm, tmp_path):
         (
             {"BA3C_CONTAINER": "none", "BA3C_BIN": "no-such-ba3c"},
             [],
-            "the paramserver command 'no-such-ba3c' is not on PATH",
+            "the ba3c command (init-run) 'no-such-ba3c' is not on PATH",
         ),
         ({"BA3C_CONTAINER": "none", "BA3C_MAX_RESTARTS": "many"}, [], "BA3C_MAX_RESTARTS must"),
     ]
