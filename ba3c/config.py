@@ -226,6 +226,13 @@ class EvaluatorConfig:
     )
     eval_episodes: int = knob(5, "Episodes per evaluation.")
     eval_greedy: bool = knob(False, "Evaluate the greedy policy instead of sampling actions.")
+    eval_both: bool = knob(
+        False,
+        "Each evaluation also plays eval_episodes with the other policy (greedy when "
+        "eval_greedy is off, sampled when it is on), on the same episode seeds; eval.jsonl "
+        "(other_policy), TensorBoard, the log and the live view report both. Doubles the "
+        "evaluation's time.",
+    )
     eval_max_steps: int = knob(27000, "Cut an evaluation episode after this many agent steps.")
     keep_videos: int = knob(5, "Newest videos kept (the best one is always kept as well).")
     eval_stop_grace: float = knob(

@@ -24,6 +24,7 @@ from ba3c.v1 import paramserver_pb2_grpc as ps_grpc
 AGENT_STEPS = "ba3c_simulator_agent_steps_total"
 TRAIN_STEPS = "ba3c_learner_train_steps_total"
 ONLINE_RETURN = "ba3c_learner_online_episode_return"  # histogram: _sum and _count
+TREND = 3  # evaluations shown in the live view's trend
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Snapshot:
     online_return_sum: float = 0.0
     online_return_count: float = 0.0
     evaluation: dict | None = None
+    recent_means: list[float] = field(default_factory=list)  # the last evaluations' means
 
     @property
     def version(self) -> int:
@@ -99,7 +101,9 @@ class Observer:
         snap.train_steps = metrics.get(TRAIN_STEPS, 0.0)
         snap.online_return_sum = metrics.get(ONLINE_RETURN + "_sum", 0.0)
         snap.online_return_count = metrics.get(ONLINE_RETURN + "_count", 0.0)
-        snap.evaluation = self.run_dir.last_evaluation()
+        evaluations = self.run_dir.evaluations()
+        snap.evaluation = evaluations[-1] if evaluations else None
+        snap.recent_means = [r["mean"] for r in evaluations[-TREND:] if "mean" in r]
         return snap
 
 
@@ -143,19 +147,27 @@ def fmt_version(snap: Snapshot) -> str:
     return f"{snap.version} (shards {shards})"
 
 
+def fmt_evaluation(ev: dict | None, recent_means: list[float]) -> str:
+    """The newest evaluation, the other policy's mean (--eval_both) and the trend."""
+    if not ev:
+        return "-"
+    text = (
+        f"{ev['mean']:.1f} (max {ev['max']:.0f}, v{ev['version']}, "
+        f"{fmt_count(ev.get('env_frames', 0))} frames)"
+    )
+    other = ev.get("other_policy")
+    if isinstance(other, dict):
+        text += f", {'greedy' if other.get('greedy') else 'sampled'} {other['mean']:.1f}"
+    if len(recent_means) > 1:
+        text += ", trend " + " > ".join(f"{m:.1f}" for m in recent_means)
+    return text
+
+
 def summary_fields(
     now: Snapshot, before: Snapshot | None, elapsed: float, score: float | None
 ) -> list[tuple[str, str]]:
     """(label, value) pairs shown by both the live table and the plain progress lines."""
-    ev = now.evaluation
-    eval_text = (
-        "-"
-        if not ev
-        else (
-            f"{ev['mean']:.1f} (max {ev['max']:.0f}, v{ev['version']}, "
-            f"{fmt_count(ev.get('env_frames', 0))} frames)"
-        )
-    )
+    eval_text = fmt_evaluation(now.evaluation, now.recent_means)
     return [
         ("elapsed", fmt_duration(elapsed)),
         (

@@ -48,6 +48,7 @@ class Evaluation:
         self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
         self._stop: threading.Event | None = None
         self._stop_seen: float | None = None
+        self._greedy = cfg.evaluator.eval_greedy  # the policy being played now
 
     def assignment(self):
         """The shard layout of this model (the same one the learners use)."""
@@ -66,6 +67,7 @@ class Evaluation:
         evaluation can last minutes: the evaluator must stop within its grace)."""
         ev = self.cfg.evaluator
         self._stop, self._stop_seen = stop, None
+        self._greedy = ev.eval_greedy
         models.set_weights(self.model, weights)
         started = time.monotonic()
         episodes = []
@@ -88,6 +90,13 @@ class Evaluation:
                     video_name = path.name
                     videos.prune(self.video_dir, ev.keep_videos)
             episodes.append(episode)
+        other: tuple = ()
+        if ev.eval_both:  # the other policy, same seeds, no video
+            self._greedy = not ev.eval_greedy
+            other = tuple(
+                play_episode(self.env, self._policy, self.cfg.run.seed, i, ev.eval_max_steps)
+                for i in range(ev.eval_episodes)
+            )
         return EvalResult(
             version=version,
             env_frames=env_frames,
@@ -96,6 +105,7 @@ class Evaluation:
             greedy=ev.eval_greedy,
             versions=tuple(versions),
             video=video_name,
+            other=other,
         )
 
     def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:
@@ -105,7 +115,7 @@ class Evaluation:
             if now - self._stop_seen >= self.cfg.evaluator.eval_stop_grace:
                 raise Stopped
         batch = np.asarray(observation)[None]
-        return int(models.act(self.model, batch, self.cfg.evaluator.eval_greedy, rng)[0])
+        return int(models.act(self.model, batch, self._greedy, rng)[0])
 
     def close(self) -> None:
         self.env.close()

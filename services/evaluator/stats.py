@@ -51,6 +51,7 @@ class EvalResult:
     greedy: bool
     versions: tuple[int, ...] = ()  # every shard's version, in shard order
     video: str | None = None  # file name of the recording under RUN_DIR/videos/
+    other: tuple[Episode, ...] = ()  # --eval_both: the same seeds with the other policy
     time: float = field(default_factory=time.time)  # when it finished, Unix seconds
 
     @property
@@ -81,4 +82,21 @@ class EvalResult:
             "greedy": self.greedy,
             "versions": list(self.versions),
             "video": self.video,
+            **self._other_record(),
+        }
+
+    def _other_record(self) -> dict:
+        """--eval_both: the other policy's statistics (its "greedy" flag says which)."""
+        if not self.other:
+            return {}
+        s = ScoreStats.of([e.score for e in self.other])
+        return {
+            "other_policy": {
+                "greedy": not self.greedy,
+                "mean": s.mean,
+                "max": s.max,
+                "min": s.min,
+                "std": s.std,
+                "scores": [e.score for e in self.other],
+            }
         }

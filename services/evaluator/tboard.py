@@ -2,7 +2,8 @@
 
 Scalars are written with tf.summary at step = the evaluated version, so they line up with
 the learners' training curves. Tags: eval/score_mean, eval/score_max, eval/score_min,
-eval/score_std, eval/episode_length and eval/env_frames.
+eval/score_std, eval/episode_length and eval/env_frames; with --eval_both also
+eval/greedy_mean or eval/sampled_mean (the other policy's mean).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class EvalSummaries:
         with self._writer.as_default(step=result.version):
             for tag, value in zip(TAGS, values, strict=True):
                 tf.summary.scalar(tag, value)
+            other = result.record().get("other_policy")
+            if other:
+                policy = "greedy" if other["greedy"] else "sampled"
+                tf.summary.scalar(f"eval/{policy}_mean", other["mean"])
         self._writer.flush()
 
     def close(self) -> None:

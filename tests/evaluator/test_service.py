@@ -21,7 +21,12 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     run_dir_factory, processes
 ):
     run_dir = run_dir_factory(
-        **cluster.CARTPOLE, ps=2, eval_every=0.2, eval_episodes=4, eval_max_steps=200
+        **cluster.CARTPOLE,
+        ps=2,
+        eval_every=0.2,
+        eval_episodes=4,
+        eval_max_steps=200,
+        eval_both=True,
     )
     cfg = config_of(run_dir)
     evaluator = processes("evaluator", "evaluator", "--run-dir", str(run_dir.path))
@@ -35,6 +40,10 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     assert first["mean"] > 150, f"scored like random weights, not the pulled ones: {first}"
     assert first["min"] <= first["mean"] <= first["max"] <= 200
     assert first["max"] > first["min"], "a sampled policy should not play 4 identical games"
+    # --eval_both: the greedy policy on the same seeds, reported beside the sampled one
+    greedy = first["other_policy"]
+    assert greedy["greedy"] is True and first["greedy"] is False and len(greedy["scores"]) == 4
+    assert 150 < greedy["mean"] <= 200 and greedy["scores"] != first["scores"]
 
     # the same parameters are not evaluated again, and the shards are polled without
     # sending parameters (have_version)
@@ -72,6 +81,10 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     assert [v for _, v in scalars["eval/score_max"]] == [first["max"], second["max"]]
     assert [v for _, v in scalars["eval/score_min"]] == [first["min"], second["min"]]
     assert scalars["eval/episode_length"][0][1] == pytest.approx(first["mean_length"])
+    assert [v for _, v in scalars["eval/greedy_mean"]] == [
+        pytest.approx(first["other_policy"]["mean"]),
+        pytest.approx(second["other_policy"]["mean"]),
+    ]
 
     assert evaluator.stop() == 0
     assert cluster.logged(run_dir, "evaluator stopped")[-1]["evaluations"] == 2

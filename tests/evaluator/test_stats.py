@@ -65,3 +65,15 @@ def test_a_half_written_line_is_skipped_by_readers(tmp_path):
     run_dir.eval_path.write_text('{"version": 1, "mean": 2.0}\n[3]\n{"version": 2, "me')
     assert run_dir.evaluations() == [{"version": 1, "mean": 2.0}]
     assert run_dir.last_evaluation() == {"version": 1, "mean": 2.0}
+
+
+def test_eval_both_reports_the_other_policy_under_its_name():
+    sampled = (Episode(2.0, 10), Episode(4.0, 12))
+    greedy = (Episode(6.0, 20), Episode(8.0, 22))
+    record = EvalResult(1, 100, sampled, 1.0, greedy=False, other=greedy).record()
+    assert record["mean"] == 3.0 and record["greedy"] is False
+    assert record["other_policy"]["greedy"] is True and record["other_policy"]["mean"] == 7.0
+    assert record["other_policy"]["scores"] == [6.0, 8.0]
+    flipped = EvalResult(1, 100, greedy, 1.0, greedy=True, other=sampled).record()
+    assert flipped["other_policy"] == {**flipped["other_policy"], "greedy": False, "mean": 3.0}
+    assert "other_policy" not in EvalResult(1, 100, sampled, 1.0, greedy=False).record()
