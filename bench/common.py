@@ -12,7 +12,8 @@ import platform
 import signal
 import statistics
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,20 @@ def spread(values: Sequence[float]) -> dict[str, float | list[float]]:
         raise ValueError("spread() needs at least one measurement")
     runs = [float(v) for v in values]
     return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs}
+
+
+def window_rates(
+    read: Callable[[], Sequence[float]], seconds: float, windows: int
+) -> list[list[float]]:
+    """Per window of seconds / windows: (counter after - before) / elapsed for each counter
+    `read()` returns, i.e. [[rate of counter 0, rate of counter 1, ...], ...]."""
+    out = []
+    for _ in range(windows):
+        before, t0 = read(), time.perf_counter()
+        time.sleep(seconds / windows)  # a rate over a fixed window
+        after, t1 = read(), time.perf_counter()
+        out.append([(b - a) / (t1 - t0) for a, b in zip(before, after, strict=True)])
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:

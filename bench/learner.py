@@ -32,7 +32,7 @@ import numpy as np
 
 from ba3c import envs, models
 from ba3c.config import Config
-from bench.common import ROOT
+from bench.common import ROOT, window_rates
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
 from tests.support.metrics import scrape_address
 
@@ -117,12 +117,8 @@ def end_to_end(
         wait_for(
             lambda: counter(address, "ba3c_learner_train_steps_total") >= 5, 180, "5 training steps"
         )
-        rates = []
-        for _ in range(windows):
-            s0, t0 = counter(address, steps), time.perf_counter()
-            time.sleep(seconds / windows)  # measuring a rate over a fixed window
-            rates.append((counter(address, steps) - s0) / (time.perf_counter() - t0))
-        return rates
+        windowed = window_rates(lambda: [counter(address, steps)], seconds, windows)
+        return [rate for (rate,) in windowed]
     finally:
         for p in reversed(started):
             p.stop()

@@ -28,11 +28,10 @@ import json
 import re
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import ROOT, fmt, machine, markdown, spread
+from bench.common import ROOT, fmt, machine, markdown, spread, window_rates
 from tests.multihost.cluster import HOSTS, ClusterError, Host, namespace_hosts
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
 
@@ -104,14 +103,12 @@ def measure(layout: str, args: argparse.Namespace, workdir: Path) -> dict[str, l
             "ba3c_learner_pushpull_seconds_sum",
             "ba3c_learner_pushpull_seconds_count",
         )
-        rates, latencies = [], []
-        for _ in range(args.windows):
-            (steps0, sum0, count0), t0 = sample(address, *names), time.perf_counter()
-            time.sleep(args.seconds / args.windows)  # a rate over a fixed window
-            (steps1, sum1, count1), t1 = sample(address, *names), time.perf_counter()
-            rates.append((steps1 - steps0) / (t1 - t0))
-            latencies.append((sum1 - sum0) / max(1.0, count1 - count0))
-        return {"agent_steps_per_s": rates, "pushpull_seconds": latencies}
+        windows = window_rates(lambda: sample(address, *names), args.seconds, args.windows)
+        return {
+            "agent_steps_per_s": [steps for steps, _, _ in windows],
+            # seconds per call in the window: (d sum / dt) / (d count / dt)
+            "pushpull_seconds": [total / max(calls, 1e-9) for _, total, calls in windows],
+        }
     finally:
         for p in reversed(started):
             p.stop()

@@ -21,10 +21,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import ROOT, fmt, machine, markdown, spread
+from bench.common import ROOT, fmt, machine, markdown, spread, window_rates
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
 from tests.support.metrics import scrape
 
@@ -63,13 +62,8 @@ def measure(pairs: int, args: argparse.Namespace, workdir: Path) -> list[float]:
                 f"5 training steps of learner {index}",
                 interval=0.5,
             )
-        rates = []
-        for _ in range(args.windows):
-            steps0, t0 = agent_steps(run_dir, pairs), time.perf_counter()
-            time.sleep(args.seconds / args.windows)  # a rate over a fixed window
-            steps1, t1 = agent_steps(run_dir, pairs), time.perf_counter()
-            rates.append((steps1 - steps0) / (t1 - t0))
-        return rates
+        read = lambda: [agent_steps(run_dir, pairs)]  # noqa: E731
+        return [rate for (rate,) in window_rates(read, args.seconds, args.windows)]
     finally:
         for p in reversed(started):
             p.stop()
