@@ -3,9 +3,10 @@
 Per request: validate it (a bad one ends the stream with INVALID_ARGUMENT and changes
 nothing), stack the newest frames into full observations if the pool sends only those
 (PoolSpec.frame_stack >= 2, services/learner/stacker.py), ask the predictor for logits and
-values of the new observations (batched with the other pools), sample the actions and answer; then, while the pool steps its
-environments, attach the rewards and dones to the pool's memory, remember the new step,
-and queue the transitions of every segment that closed.
+values of the new observations (batched with the other pools), sample the actions and
+answer; then, while the pool steps its environments, attach the rewards and dones to the
+pool's memory, remember the new step, and queue the transitions of every segment that
+closed.
 
 A full transition queue blocks the stream, which slows its pool down instead of growing
 memory. A pool that disconnects loses its unfinished segments and nothing else.

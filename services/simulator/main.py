@@ -9,9 +9,10 @@ for. Double-buffered (`double_buffer`, Atari, 2 or more environments): the envir
 are two halves, each with its own Act stream (pool ids `simulator-I/a` and `simulator-I/b`)
 in its own thread, so that one half steps (ALE releases the GIL) while the other waits for
 its actions. With `newest_frame` (Atari) each request carries only the newest frame of
-each observation and the learner stacks them (PoolSpec.frame_stack). If a stream breaks (the learner restarts, moves to another port, or refuses a
-message), the pool backs off (ba3c.backoff: 0.2 s doubling to 5 s, with jitter), reads
-the address again and starts over with fresh episodes; it never gives up. SIGTERM or
+each observation and the learner stacks them (PoolSpec.frame_stack). If a stream breaks
+(the learner restarts, moves to another port, or refuses a message), its half backs off
+(ba3c.backoff: 0.2 s doubling to 5 s, with jitter), reads the address again and starts
+over with fresh episodes; it never gives up. SIGTERM or
 SIGINT ends it cleanly with exit code 0. A bad environment id ends it at once with a
 one-line error (exit code 2).
 """

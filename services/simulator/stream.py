@@ -156,9 +156,7 @@ def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> i
     steps taken. Raises grpc.RpcError or ProtocolError when the stream breaks (not when
     `stop` cancelled it)."""
     spec = pool.spec
-    request = first_request(
-        pool_id, pool_spec(spec, pool.num_envs, pool.frame_stack), pool.reset()
-    )
+    request = first_request(pool_id, pool_spec(spec, pool.num_envs, pool.frame_stack), pool.reset())
     progress = _Progress(pool_id, pool.num_envs)
     account = None  # the previous step's bookkeeping, done while the learner works
     steps = 0
