@@ -100,6 +100,17 @@ def test_our_simulator_passes(run_dir_factory, processes):
     assert "SKIP" not in output  # CartPole episodes end within 100 steps of 4 envs
 
 
+def test_our_double_buffered_newest_frame_pool_passes(run_dir_factory, processes):
+    """Breakout with the Atari defaults: two halves (two pool ids) sending newest frames."""
+    run_dir = run_dir_factory(simulator_procs=4, max_episode_steps=20)
+    processes("simulator", "simulator", "--run-dir", str(run_dir.path))
+    code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "30")
+    passes(code, output, "simulator")
+    assert "SKIP" not in output  # games cut at 20 steps end within the 30 steps
+    log = (run_dir.path / "logs" / "simulator-0.log").read_text()
+    assert '"streams": [2, 2]' in log and '"frame_stack": 4' in log
+
+
 def test_our_evaluator_passes(run_dir_factory, processes):
     run_dir = run_dir_factory(
         **CARTPOLE, ps=2, eval_every=1.0, eval_episodes=2, eval_max_steps=50, metrics=False
