@@ -17,7 +17,9 @@ Two kinds of environment ids are accepted:
   shorter than `max_episode_steps`.
 
 `make_pool` builds an `EnvPool` of N environments stepped together (ale-py's C++ vector
-env for Atari, gymnasium's SyncVectorEnv otherwise). Environments reset themselves: when
+env for Atari, gymnasium's SyncVectorEnv otherwise); with `newest_frame` an Atari pool
+hands out only the newest frame [N, 84, 84, 1] and whoever reads it stacks (the learner,
+PoolSpec.frame_stack). Environments reset themselves: when
 `Step.dones[i]` is set, `Step.observations[i]` is already the first observation of the
 next episode (or, with `episodic_life`, the next life). Rewards are clipped for training
 if `clip_rewards`; the score reported in `Finished` is the unclipped sum over the whole
