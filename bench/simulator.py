@@ -6,7 +6,8 @@
 In one run and one process, for each pool size N it alternates three legs, `--repeats`
 times each: "raw" steps the pool (full observations) with random actions as fast as it
 can; "grpc" (before issue 17) runs the simulator service's own streaming loop
-(services.simulator.stream.run) on that pool, one stream, full frame stacks; "double"
+(services.simulator.stream.run) on that pool, one stream, full frame stacks; "newest" the
+same with the newest frame only (one change alone); "double"
 (after, the default for Atari) runs it as the service does with `double_buffer` and
 `newest_frame`: two halves of N/2 environments, each on its own stream in its own thread,
 sending the newest frame only. The learner is a separate process
@@ -199,6 +200,7 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
     sizes = [n - n // 2, n // 2] if n >= 2 else [n]
     with (
         envs.make_pool(cfg, n, seed=0) as pool,
+        envs.make_pool(cfg, n, seed=0, newest_frame=True) as newest_pool,
         envs.make_pool(cfg, sizes[0], seed=0, newest_frame=True) as a,
         envs.make_pool(cfg, sizes[-1], seed=sizes[0], newest_frame=True) as b,
     ):
@@ -206,10 +208,11 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
         raw_leg(pool, 1.0, rng)  # warm up every path
         grpc_leg(pool, address, token, 1.0)
         double_leg(halves, address, token, 1.0)
-        raw, grpc, double, split, rtt = [], [], [], [], []
+        raw, grpc, newest, double, split, rtt = [], [], [], [], [], []
         for _ in range(args.repeats):
             raw.append(raw_leg(pool, args.seconds, rng))
             grpc.append(grpc_leg(pool, address, token, args.seconds, split))
+            newest.append(grpc_leg(newest_pool, address, token, args.seconds))
             double.append(double_leg(halves, address, token, args.seconds))
             rtt.append(round_trip_leg(pool, address, token, args.seconds / 2))
         request_bytes = {
@@ -230,6 +233,8 @@ def measure(cfg: Config, n: int, args, address: str, token: str) -> dict:
         "grpc": summary(grpc),
         "ratio_of_medians": statistics.median(grpc) / statistics.median(raw),
         "ratio_per_repeat": summary(ratios),
+        "newest": summary(newest),
+        "newest_ratio_of_medians": statistics.median(newest) / statistics.median(raw),
         "double": summary(double),
         "double_halves": [p.num_envs for p in halves],
         "double_ratio_of_medians": statistics.median(double) / statistics.median(raw),
@@ -249,11 +254,11 @@ def table(results: list[dict], args) -> str:
         f"Simulator throughput, {args.env}, agent steps/s, {args.repeats} x {args.seconds:g} s "
         "per leg (median [min-max])",
         "",
-        "| N | raw | before: one stream, full stacks | before / raw | after: double-buffered, "
-        "newest frame | after / raw | target | bytes per agent step, before -> after "
-        "| before ms/step: waiting, stepping | round trip ms (no stepping) "
-        "| raw / (raw + round trip) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| N | raw | before: one stream, full stacks | before / raw | one stream, newest frame "
+        "| / raw | after: double-buffered, newest frame | after / raw | target "
+        "| bytes per agent step, before -> after | before ms/step: waiting, stepping "
+        "| round trip ms (no stepping) | raw / (raw + round trip) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
 
@@ -264,7 +269,8 @@ def table(results: list[dict], args) -> str:
         b = r["bytes_per_agent_step"]
         lines.append(
             f"| {r['num_envs']} | {fmt(r['raw'])} | {fmt(r['grpc'])} | "
-            f"{r['ratio_of_medians']:.1%} | {fmt(r['double'])} | "
+            f"{r['ratio_of_medians']:.1%} | {fmt(r['newest'])} | "
+            f"{r['newest_ratio_of_medians']:.1%} | {fmt(r['double'])} | "
             f"{r['double_ratio_of_medians']:.1%} | >= {TARGET:.0%} {ok} | "
             f"{b['full']:,.0f} -> {b['newest_frame']:,.0f} | "
             f"{r['grpc_wait_ms_per_step']['median']:.2f}, "
