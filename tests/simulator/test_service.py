@@ -104,7 +104,7 @@ def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, proce
 
 
 def test_pool_with_full_observations_on_one_stream(run_dir_factory, processes):
-    """--double_buffer false --newest_frame false: the pool of contract version 1."""
+    """--no-double_buffer --no-newest_frame: the pool of contract version 1."""
     run_dir = run_dir_factory(simulator_procs=2, double_buffer=False, newest_frame=False)
     start_learner(processes, run_dir)
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
