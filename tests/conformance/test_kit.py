@@ -92,6 +92,17 @@ def test_our_learner_passes(run_dir_factory, processes):
     passes(code, output, "learner")
 
 
+def test_our_breakout_learner_passes_in_both_observation_modes(run_dir_factory, processes):
+    """Image observations: the kit also streams newest frames (PoolSpec.frame_stack 4)."""
+    run_dir = run_dir_factory(batch_size=16, save_every=0)
+    for role in ("paramserver", "learner"):
+        processes(role, role, "--run-dir", str(run_dir.path))
+    code, output = conformance("learner", run_dir, "--timeout", "120", "--steps", "20")
+    passes(code, output, "learner")
+    for check in ("newest_frame.steps", "newest_frame.later_full", "first.frame_stack_channels"):
+        assert f"PASS  learner.act.{check}" in output
+
+
 def test_our_simulator_passes(run_dir_factory, processes):
     run_dir = run_dir_factory(**CARTPOLE, simulator_procs=4)
     processes("simulator", "simulator", "--run-dir", str(run_dir.path))
