@@ -212,6 +212,16 @@ class SimulatorConfig:
     pools: int = knob(1, "Number of simulator pools (processes).")
     simulator_procs: int = knob(16, "Environments stepped together by one pool.")
     sim_threads: int = knob(0, "Emulator threads per pool (0 = one per core, at most one per env).")
+    double_buffer: bool = knob(
+        True,
+        "Atari, simulator_procs >= 2: step the pool as two halves on two Act streams, one "
+        "stepping while the other waits for its actions.",
+    )
+    newest_frame: bool = knob(
+        True,
+        "Atari: send only the newest frame of each observation; the learner stacks "
+        "frame_stack of them (PoolSpec.frame_stack; needs a learner of contract version 2).",
+    )
 
 
 @dataclass

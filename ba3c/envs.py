@@ -17,7 +17,9 @@ Two kinds of environment ids are accepted:
   shorter than `max_episode_steps`.
 
 `make_pool` builds an `EnvPool` of N environments stepped together (ale-py's C++ vector
-env for Atari, gymnasium's SyncVectorEnv otherwise). Environments reset themselves: when
+env for Atari, gymnasium's SyncVectorEnv otherwise); with `newest_frame` an Atari pool
+hands out only the newest frame [N, 84, 84, 1] and whoever reads it stacks (the learner,
+PoolSpec.frame_stack). Environments reset themselves: when
 `Step.dones[i]` is set, `Step.observations[i]` is already the first observation of the
 next episode (or, with `episodic_life`, the next life). Rewards are clipped for training
 if `clip_rewards`; the score reported in `Finished` is the unclipped sum over the whole
@@ -223,6 +225,9 @@ class EnvPool:
 
     spec: EnvSpec
     num_envs: int
+    # k >= 2: observations are the newest frame only, [N, H, W, C / k] of the spec's
+    # [H, W, C]; whoever reads them stacks the last k (the learner, PoolSpec.frame_stack).
+    frame_stack: int = 0
 
     def __init__(
         self,
@@ -334,13 +339,22 @@ class AtariPool(EnvPool):
     """Atari through ale-py's vector env: C++ threads, preprocessing done in C++."""
 
     def __init__(
-        self, cfg: Config, spec: EnvSpec, atari: _Atari, num_envs: int, seed: int, threads: int
+        self,
+        cfg: Config,
+        spec: EnvSpec,
+        atari: _Atari,
+        num_envs: int,
+        seed: int,
+        threads: int,
+        newest_frame: bool = False,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
         super().__init__(
             spec, num_envs, cfg.env.clip_rewards, cfg.env.episodic_life, cfg.env.frame_skip
         )
+        if newest_frame and cfg.env.frame_stack >= 2:
+            self.frame_stack = cfg.env.frame_stack
         self._seed: int | None = seed
         self._env = AtariVectorEnv(
             atari.game,
@@ -352,7 +366,7 @@ class AtariPool(EnvPool):
             img_height=cfg.env.frame_size,
             img_width=cfg.env.frame_size,
             grayscale=not cfg.env.rgb,
-            stack_num=cfg.env.frame_stack,
+            stack_num=1 if self.frame_stack else cfg.env.frame_stack,
             frameskip=cfg.env.frame_skip,
             maxpool=True,
             noop_max=cfg.env.noop_max,
@@ -413,16 +427,18 @@ def _step_limit(env_id: str, configured: int) -> int:
     return min(own, configured) if own else configured
 
 
-def make_pool(cfg: Config, num_envs: int, seed: int) -> EnvPool:
+def make_pool(cfg: Config, num_envs: int, seed: int, newest_frame: bool = False) -> EnvPool:
     """N environments of cfg.run.env; environment i is seeded with seed + i. EnvError if
-    the id or the preprocessing settings cannot be used."""
+    the id or the preprocessing settings cannot be used. With `newest_frame`, an Atari pool
+    (frame_stack >= 2) hands out only the newest frame (see EnvPool.frame_stack); other
+    pools ignore it."""
     if num_envs < 1:
         raise EnvError(f"a pool needs at least 1 environment, got {num_envs}")
     spec = describe(cfg)
     if spec.is_atari:
         atari = _atari(cfg)
         threads = default_threads(num_envs, cfg.simulator.sim_threads)
-        return AtariPool(cfg, spec, atari, num_envs, seed, threads)
+        return AtariPool(cfg, spec, atari, num_envs, seed, threads, newest_frame)
     return GymPool(cfg, spec, num_envs, seed)
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ba3c.v1 import tensor_pb2 as ba3c_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x61\x33\x63/v1/learner.proto\x12\x07\x62\x61\x33\x63.v1\x1a\x14\x62\x61\x33\x63/v1/tensor.proto\"\x87\x01\n\x08PoolSpec\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\x05\x12\x19\n\x11observation_shape\x18\x03 \x03(\x03\x12)\n\x11observation_dtype\x18\x04 \x01(\x0e\x32\x0e.ba3c.v1.DType\x12\x13\n\x0bnum_actions\x18\x05 \x01(\x05\"Y\n\x0c\x45pisodeStats\x12\x11\n\tenv_index\x18\x01 \x01(\x05\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\"\xcb\x01\n\nActRequest\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.ba3c.v1.PoolSpec\x12\x0f\n\x07pool_id\x18\x02 \x01(\t\x12%\n\x0cobservations\x18\x03 \x01(\x0b\x32\x0f.ba3c.v1.Tensor\x12\x0f\n\x07rewards\x18\x04 \x03(\x02\x12\r\n\x05\x64ones\x18\x05 \x03(\x08\x12\x30\n\x11\x66inished_episodes\x18\x06 \x03(\x0b\x32\x15.ba3c.v1.EpisodeStats\x12\x12\n\nenv_frames\x18\x07 \x01(\x03\"/\n\x0b\x41\x63tResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x32?\n\x07Learner\x12\x34\n\x03\x41\x63t\x12\x13.ba3c.v1.ActRequest\x1a\x14.ba3c.v1.ActResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x61\x33\x63/v1/learner.proto\x12\x07\x62\x61\x33\x63.v1\x1a\x14\x62\x61\x33\x63/v1/tensor.proto\"\x9c\x01\n\x08PoolSpec\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\x05\x12\x19\n\x11observation_shape\x18\x03 \x03(\x03\x12)\n\x11observation_dtype\x18\x04 \x01(\x0e\x32\x0e.ba3c.v1.DType\x12\x13\n\x0bnum_actions\x18\x05 \x01(\x05\x12\x13\n\x0b\x66rame_stack\x18\x06 \x01(\x05\"Y\n\x0c\x45pisodeStats\x12\x11\n\tenv_index\x18\x01 \x01(\x05\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\"\xcb\x01\n\nActRequest\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.ba3c.v1.PoolSpec\x12\x0f\n\x07pool_id\x18\x02 \x01(\t\x12%\n\x0cobservations\x18\x03 \x01(\x0b\x32\x0f.ba3c.v1.Tensor\x12\x0f\n\x07rewards\x18\x04 \x03(\x02\x12\r\n\x05\x64ones\x18\x05 \x03(\x08\x12\x30\n\x11\x66inished_episodes\x18\x06 \x03(\x0b\x32\x15.ba3c.v1.EpisodeStats\x12\x12\n\nenv_frames\x18\x07 \x01(\x03\"/\n\x0b\x41\x63tResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x32?\n\x07Learner\x12\x34\n\x03\x41\x63t\x12\x13.ba3c.v1.ActRequest\x1a\x14.ba3c.v1.ActResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ba3c.v1.learner_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POOLSPEC']._serialized_start=57
-  _globals['_POOLSPEC']._serialized_end=192
-  _globals['_EPISODESTATS']._serialized_start=194
-  _globals['_EPISODESTATS']._serialized_end=283
-  _globals['_ACTREQUEST']._serialized_start=286
-  _globals['_ACTREQUEST']._serialized_end=489
-  _globals['_ACTRESPONSE']._serialized_start=491
-  _globals['_ACTRESPONSE']._serialized_end=538
-  _globals['_LEARNER']._serialized_start=540
-  _globals['_LEARNER']._serialized_end=603
+  _globals['_POOLSPEC']._serialized_end=213
+  _globals['_EPISODESTATS']._serialized_start=215
+  _globals['_EPISODESTATS']._serialized_end=304
+  _globals['_ACTREQUEST']._serialized_start=307
+  _globals['_ACTREQUEST']._serialized_end=510
+  _globals['_ACTRESPONSE']._serialized_start=512
+  _globals['_ACTRESPONSE']._serialized_end=559
+  _globals['_LEARNER']._serialized_start=561
+  _globals['_LEARNER']._serialized_end=624
 # @@protoc_insertion_point(module_scope)

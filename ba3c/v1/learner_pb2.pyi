@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PoolSpec(_message.Message):
-    __slots__ = ("env_id", "num_envs", "observation_shape", "observation_dtype", "num_actions")
+    __slots__ = ("env_id", "num_envs", "observation_shape", "observation_dtype", "num_actions", "frame_stack")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_SHAPE_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_DTYPE_FIELD_NUMBER: _ClassVar[int]
     NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_STACK_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     num_envs: int
     observation_shape: _containers.RepeatedScalarFieldContainer[int]
     observation_dtype: _tensor_pb2.DType
     num_actions: int
-    def __init__(self, env_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., observation_shape: _Optional[_Iterable[int]] = ..., observation_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., num_actions: _Optional[int] = ...) -> None: ...
+    frame_stack: int
+    def __init__(self, env_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., observation_shape: _Optional[_Iterable[int]] = ..., observation_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., num_actions: _Optional[int] = ..., frame_stack: _Optional[int] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("env_index", "episode_return", "length", "frames")

@@ -1,10 +1,12 @@
 """`Learner.Act`: the bidirectional stream each simulator pool holds with the learner.
 
 Per request: validate it (a bad one ends the stream with INVALID_ARGUMENT and changes
-nothing), ask the predictor for logits and values of the new observations (batched with
-the other pools), sample the actions and answer; then, while the pool steps its
-environments, attach the rewards and dones to the pool's memory, remember the new step,
-and queue the transitions of every segment that closed.
+nothing), stack the newest frames into full observations if the pool sends only those
+(PoolSpec.frame_stack >= 2, services/learner/stacker.py), ask the predictor for logits and
+values of the new observations (batched with the other pools), sample the actions and
+answer; then, while the pool steps its environments, attach the rewards and dones to the
+pool's memory, remember the new step, and queue the transitions of every segment that
+closed.
 
 A full transition queue blocks the stream, which slows its pool down instead of growing
 memory. A pool that disconnects loses its unfinished segments and nothing else.
@@ -30,6 +32,7 @@ from services.learner import metrics
 from services.learner.memory import PoolMemory, Transition
 from services.learner.predictor import Predictor, PredictorStopped
 from services.learner.progress import Progress
+from services.learner.stacker import FrameStacker
 
 log = structlog.get_logger()
 
@@ -98,6 +101,29 @@ class ModelSpec:
                 f"spec.num_actions {spec.num_actions} does not match the "
                 f"learner's model, which has {self.num_actions} actions"
             )
+        check_frame_stack(spec)
+
+
+def check_frame_stack(spec: pb.PoolSpec) -> None:
+    """PoolSpec.frame_stack: 0 or 1 (full observations), or k >= 2 dividing the channels
+    of an image observation (newest frame only)."""
+    k, shape = spec.frame_stack, list(spec.observation_shape)
+    if k < 0:
+        raise BadRequest(f"spec.frame_stack must be >= 0, got {k}")
+    if k >= 2 and (len(shape) != 3 or shape[-1] % k):
+        raise BadRequest(
+            f"spec.frame_stack {k} needs an image observation [H, W, C] with C divisible "
+            f"by {k}; observation_shape is {shape}"
+        )
+
+
+def wire_shape(spec: pb.PoolSpec) -> tuple[int, ...]:
+    """The shape of one request's observations: [N, *observation_shape], or with
+    frame_stack = k >= 2 the newest frame [N, H, W, C / k]."""
+    shape = [spec.num_envs, *(int(d) for d in spec.observation_shape)]
+    if spec.frame_stack >= 2:
+        shape[-1] //= spec.frame_stack
+    return tuple(shape)
 
 
 def parse_step(
@@ -113,7 +139,7 @@ def parse_step(
         obs = tensors.decode(request.observations)
     except tensors.TensorError as e:
         raise BadRequest(f"observations: {e}") from None
-    want = (n, *spec.observation_shape)
+    want = wire_shape(spec)
     if obs.shape != want or request.observations.dtype != spec.observation_dtype:
         raise BadRequest(
             f"observations must be {tensors.dtype_name(spec.observation_dtype)} {list(want)}, "
@@ -181,8 +207,18 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
         pool = first.pool_id or context.peer()
         rng = np.random.default_rng([self.seed, next(self._stream_ids)])
         memory = PoolMemory(spec.num_envs, self.t_max, self.gamma)
+        stacker = None
+        if spec.frame_stack >= 2:
+            shape = tuple(int(d) for d in spec.observation_shape)
+            stacker = FrameStacker(spec.num_envs, shape, spec.frame_stack)
         self.progress.pool_joined()
-        log.info("pool connected", pool=pool, env_id=spec.env_id, num_envs=spec.num_envs)
+        log.info(
+            "pool connected",
+            pool=pool,
+            env_id=spec.env_id,
+            num_envs=spec.num_envs,
+            frame_stack=spec.frame_stack,
+        )
         reason = "disconnected"
         try:
             for t, request in enumerate(itertools.chain([first], request_iterator)):
@@ -191,6 +227,9 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
                 except BadRequest as e:
                     reason = f"bad request: {e}"
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                if stacker is not None:
+                    reset = [ep.env_index for ep in request.finished_episodes]
+                    obs = stacker.first(obs) if t == 0 else stacker.next(obs, reset)
                 try:
                     logits, values = self.predictor.predict(obs)
                 except PredictorStopped:

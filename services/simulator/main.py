@@ -5,9 +5,14 @@
 
 Pool I steps `simulator_procs` environments of `env` together and opens one Act stream
 to learner J (default I mod `learners`), found in RUN_DIR/addresses/learner-J and waited
-for. If the stream breaks (the learner restarts, moves to another port, or refuses a
-message), the pool backs off (ba3c.backoff: 0.2 s doubling to 5 s, with jitter), reads
-the address again and starts over with fresh episodes; it never gives up. SIGTERM or
+for. Double-buffered (`double_buffer`, Atari, 2 or more environments): the environments
+are two halves, each with its own Act stream (pool ids `simulator-I/a` and `simulator-I/b`)
+in its own thread, so that one half steps (ALE releases the GIL) while the other waits for
+its actions. With `newest_frame` (Atari) each request carries only the newest frame of
+each observation and the learner stacks them (PoolSpec.frame_stack). If a stream breaks
+(the learner restarts, moves to another port, or refuses a message), its half backs off
+(ba3c.backoff: 0.2 s doubling to 5 s, with jitter), reads the address again and starts
+over with fresh episodes; it never gives up. SIGTERM or
 SIGINT ends it cleanly with exit code 0. A bad environment id ends it at once with a
 one-line error (exit code 2).
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 
 import grpc
@@ -54,9 +60,62 @@ def list_envs() -> int:
     return 0
 
 
-def stream_forever(ctx: service.ServiceContext, pool: envs.EnvPool, learner: int) -> None:
+def halves(num_envs: int, double_buffer: bool, is_atari: bool) -> list[int]:
+    """Environments per Act stream: two halves when double-buffered, else all in one.
+    (CartPole-like pools step in Python, holding the GIL: halves would not overlap.)"""
+    if double_buffer and is_atari and num_envs >= 2:
+        return [num_envs - num_envs // 2, num_envs // 2]
+    return [num_envs]
+
+
+def make_pools(ctx: service.ServiceContext, num_envs: int, seed: int) -> list[envs.EnvPool]:
+    """The pool's environments, as one EnvPool per Act stream; environment i of the whole
+    pool is seeded seed + i however they are split. Raises envs.EnvError."""
+    sim = ctx.cfg.simulator
+    sizes = halves(num_envs, sim.double_buffer, envs.describe(ctx.cfg).is_atari)
+    pools: list[envs.EnvPool] = []
+    try:
+        for size in sizes:
+            first = seed + sum(p.num_envs for p in pools)
+            pools.append(envs.make_pool(ctx.cfg, size, first, sim.newest_frame))
+    except BaseException:
+        for p in pools:
+            p.close()
+        raise
+    return pools
+
+
+def stream_halves(ctx: service.ServiceContext, pools: list[envs.EnvPool], learner: int) -> None:
+    """Streams every pool (half) to the learner, each in its own thread; an unexpected
+    error in one stops the others and is raised here."""
+    if len(pools) == 1:
+        stream_forever(ctx, pools[0], learner, ctx.name)
+        return
+    errors: list[BaseException] = []
+
+    def half(pool: envs.EnvPool, pool_id: str) -> None:
+        try:
+            stream_forever(ctx, pool, learner, pool_id)
+        except BaseException as e:
+            errors.append(e)
+            ctx.stop.set()
+
+    threads = [
+        threading.Thread(target=half, args=(p, f"{ctx.name}/{'ab'[i]}"), name=f"half-{i}")
+        for i, p in enumerate(pools)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def stream_forever(
+    ctx: service.ServiceContext, pool: envs.EnvPool, learner: int, pool_id: str
+) -> None:
     """Streams to learner `learner` until ctx.stop is set, reconnecting on every failure."""
-    pool_id = ctx.name
     limit = rpc.message_limit(ctx.cfg.net.max_message_mb)
     backoff = Backoff()
     while not ctx.stop.is_set():
@@ -109,22 +168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_envs = ctx.cfg.simulator.simulator_procs
         seed = ctx.cfg.run.seed + SEED_STRIDE * (ctx.index + 1)
         try:
-            pool = envs.make_pool(ctx.cfg, num_envs, seed)
+            pools = make_pools(ctx, num_envs, seed)
         except envs.EnvError as e:
             return service.fail(ROLE, str(e))
         log.info(
             "pool ready",
             env=ctx.cfg.run.env,
             num_envs=num_envs,
+            streams=[p.num_envs for p in pools],
+            frame_stack=pools[0].frame_stack,
             learner=learner,
-            observation_shape=list(pool.spec.observation_shape),
-            num_actions=pool.spec.num_actions,
+            observation_shape=list(pools[0].spec.observation_shape),
+            num_actions=pools[0].spec.num_actions,
             seed=seed,
         )
         try:
-            stream_forever(ctx, pool, learner)
+            stream_halves(ctx, pools, learner)
         finally:
-            pool.close()
+            for pool in pools:
+                pool.close()
         log.info("stopped")
         return 0
     finally:

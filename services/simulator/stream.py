@@ -36,13 +36,15 @@ class ProtocolError(Exception):
     """The learner's reply breaks the Act contract (the message says how)."""
 
 
-def pool_spec(spec: EnvSpec, num_envs: int) -> learner_pb2.PoolSpec:
+def pool_spec(spec: EnvSpec, num_envs: int, frame_stack: int = 0) -> learner_pb2.PoolSpec:
+    """The PoolSpec of a pool; frame_stack >= 2 when it sends the newest frame only."""
     return learner_pb2.PoolSpec(
         env_id=spec.env_id,
         num_envs=num_envs,
         observation_shape=spec.observation_shape,
         observation_dtype=_WIRE_DTYPES[spec.observation_dtype],
         num_actions=spec.num_actions,
+        frame_stack=frame_stack,
     )
 
 
@@ -154,7 +156,7 @@ def run(pool: EnvPool, act: ActStream, pool_id: str, stop: threading.Event) -> i
     steps taken. Raises grpc.RpcError or ProtocolError when the stream breaks (not when
     `stop` cancelled it)."""
     spec = pool.spec
-    request = first_request(pool_id, pool_spec(spec, pool.num_envs), pool.reset())
+    request = first_request(pool_id, pool_spec(spec, pool.num_envs, pool.frame_stack), pool.reset())
     progress = _Progress(pool_id, pool.num_envs)
     account = None  # the previous step's bookkeeping, done while the learner works
     steps = 0

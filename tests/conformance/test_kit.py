@@ -92,12 +92,34 @@ def test_our_learner_passes(run_dir_factory, processes):
     passes(code, output, "learner")
 
 
+def test_our_breakout_learner_passes_in_both_observation_modes(run_dir_factory, processes):
+    """Image observations: the kit also streams newest frames (PoolSpec.frame_stack 4)."""
+    run_dir = run_dir_factory(batch_size=16, save_every=0)
+    for role in ("paramserver", "learner"):
+        processes(role, role, "--run-dir", str(run_dir.path))
+    code, output = conformance("learner", run_dir, "--timeout", "120", "--steps", "20")
+    passes(code, output, "learner")
+    for check in ("newest_frame.steps", "newest_frame.later_full", "first.frame_stack_channels"):
+        assert f"PASS  learner.act.{check}" in output
+
+
 def test_our_simulator_passes(run_dir_factory, processes):
     run_dir = run_dir_factory(**CARTPOLE, simulator_procs=4)
     processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "100")
     passes(code, output, "simulator")
     assert "SKIP" not in output  # CartPole episodes end within 100 steps of 4 envs
+
+
+def test_our_double_buffered_newest_frame_pool_passes(run_dir_factory, processes):
+    """Breakout with the Atari defaults: two halves (two pool ids) sending newest frames."""
+    run_dir = run_dir_factory(simulator_procs=4, max_episode_steps=20)
+    processes("simulator", "simulator", "--run-dir", str(run_dir.path))
+    code, output = conformance("simulator", run_dir, "--timeout", "60", "--steps", "30")
+    passes(code, output, "simulator")
+    assert "SKIP" not in output  # games cut at 20 steps end within the 30 steps
+    log = (run_dir.path / "logs" / "simulator-0.log").read_text()
+    assert '"streams": [2, 2]' in log and '"frame_stack": 4' in log
 
 
 def test_our_evaluator_passes(run_dir_factory, processes):

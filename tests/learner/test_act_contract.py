@@ -131,6 +131,9 @@ def test_episode_statistics_reach_the_online_score(cluster):
         (dict(num_actions=3), "spec.num_actions"),
         (dict(num_envs=0), "spec.num_envs"),
         (dict(num_envs=2**31 - 1), "spec.num_envs"),
+        # newest-frame mode is for image observations only; CartPole's stay whole
+        (dict(frame_stack=2), "spec.frame_stack"),
+        (dict(frame_stack=-1), "spec.frame_stack"),
     ],
 )
 def test_a_pool_that_does_not_fit_the_model_is_refused(cluster, overrides, field):

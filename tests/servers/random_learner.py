@@ -4,7 +4,8 @@
 
 Serves Learner.Act through ba3c.rpc.make_server (with the run's token), writes
 addresses/learner-I, and checks every request of every stream against learner.proto's
-step protocol (spec only first, observation shape and dtype, N rewards and dones after the
+step protocol (spec only first, observation shape and dtype, the newest frame only with
+PoolSpec.frame_stack >= 2, N rewards and dones after the
 first request, valid episode statistics). A broken request ends that stream with
 INVALID_ARGUMENT naming the field, as a real learner does. What it saw is written
 atomically, several times a second and at exit, to RUN_DIR/random_learner-I.json:
@@ -81,6 +82,8 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
                             "observation_dtype": tensors.dtype_name(spec.observation_dtype),
                             "num_actions": spec.num_actions,
                         }
+                        if spec.frame_stack:
+                            stats.spec["frame_stack"] = spec.frame_stack
                 else:
                     self._check_next(request, spec, pool_id)
                 obs = self._check_observations(request, spec)
@@ -135,6 +138,8 @@ class RandomLearner(learner_pb2_grpc.LearnerServicer):
         except tensors.TensorError as e:
             raise Invalid(f"observations: {e}") from None
         expected = [spec.num_envs, *spec.observation_shape]
+        if spec.frame_stack >= 2:  # the newest frame only
+            expected[-1] //= spec.frame_stack
         if list(obs.shape) != expected:
             raise Invalid(f"observations: shape {list(obs.shape)}, expected {expected}")
         if request.observations.dtype != spec.observation_dtype:

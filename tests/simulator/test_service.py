@@ -58,7 +58,9 @@ def pool_seen(run_dir, pool_id, requests, index=0, streams=1):
 
 
 def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, processes):
-    run_dir = run_dir_factory(simulator_procs=4)
+    """Double-buffered (the default for Atari): two halves, each its own stream, sending
+    the newest frame only (the learner checks the [N, 84, 84, 1] frames)."""
+    run_dir = run_dir_factory(simulator_procs=5)
     sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
     wait_for(
         lambda: (run_dir.path / "targets" / "simulator-0.json").exists(),
@@ -67,34 +69,50 @@ def test_pool_waits_for_its_learner_then_streams_breakout(run_dir_factory, proce
     )
     assert sim.alive()
     start_learner(processes, run_dir)
-    pool = pool_seen(run_dir, "simulator-0", requests=300)
-    assert pool["errors"] == []
-    assert pool["spec"] == {
-        "env_id": "ALE/Breakout-v5",
-        "num_envs": 4,
-        "observation_shape": [84, 84, 4],
-        "observation_dtype": "uint8",
-        "num_actions": 4,
-    }
-    assert pool["obs_min"] == 0 and pool["obs_max"] > 0  # real screens, not blank frames
-    assert pool["env_frames"] == 4 * pool["agent_steps"]  # frame skip 4
+    halves = {"simulator-0/a": 3, "simulator-0/b": 2}
+    for pool_id, n in halves.items():
+        pool = pool_seen(run_dir, pool_id, requests=300)
+        assert pool["errors"] == []
+        assert pool["spec"] == {
+            "env_id": "ALE/Breakout-v5",
+            "num_envs": n,
+            "observation_shape": [84, 84, 4],
+            "observation_dtype": "uint8",
+            "num_actions": 4,
+            "frame_stack": 4,
+        }
+        assert pool["obs_min"] == 0 and pool["obs_max"] > 0  # real screens, not blank frames
+        assert pool["env_frames"] == 4 * pool["agent_steps"]  # frame skip 4
     # episodic life: every lost life is a done, so dones outnumber finished games
-    wait_for(lambda: learner_stats(run_dir)["simulator-0"]["episodes"] >= 1, START, "a game")
-    pool = learner_stats(run_dir)["simulator-0"]
+    wait_for(lambda: learner_stats(run_dir)["simulator-0/a"]["episodes"] >= 1, START, "a game")
+    pool = learner_stats(run_dir)["simulator-0/a"]
     assert pool["dones"] > pool["episodes"] >= 1
     assert all(r >= 0 for r in pool["returns"]) and all(n > 0 for n in pool["lengths"])
+    assert set(learner_stats(run_dir)) == set(halves)
 
     m = scrape(run_dir, "simulator")
-    assert m.value("ba3c_simulator_agent_steps_total") >= 4 * 300
+    assert m.value("ba3c_simulator_agent_steps_total") >= 5 * 300
     assert m.value("ba3c_simulator_env_frames_total") == 4 * m.value(
         "ba3c_simulator_agent_steps_total"
     )
-    assert m.value("ba3c_simulator_wait_seconds_count") >= 300
+    assert m.value("ba3c_simulator_wait_seconds_count") >= 2 * 300
     assert m.value("ba3c_simulator_step_seconds_sum") > 0
     assert m.value("ba3c_simulator_connected") == 1
 
     assert sim.stop() == 0  # SIGTERM ends it cleanly
     assert not (run_dir.path / "targets" / "simulator-0.json").exists()
+
+
+def test_pool_with_full_observations_on_one_stream(run_dir_factory, processes):
+    """--no-double_buffer --no-newest_frame: the pool of contract version 1."""
+    run_dir = run_dir_factory(simulator_procs=2, double_buffer=False, newest_frame=False)
+    start_learner(processes, run_dir)
+    sim = processes("simulator", "simulator", "--run-dir", str(run_dir.path))
+    pool = pool_seen(run_dir, "simulator-0", requests=20)
+    assert pool["errors"] == []
+    assert pool["spec"]["num_envs"] == 2 and "frame_stack" not in pool["spec"]
+    assert set(learner_stats(run_dir)) == {"simulator-0"}
+    assert sim.stop() == 0
 
 
 def test_pool_streams_cartpole_vectors(run_dir_factory, processes):

@@ -3,7 +3,10 @@
 
 The learner must be serving (it publishes its address only once its shards are ready);
 the kit reads the pool's spec (observation shape and dtype, number of actions) for the
-run's environment from config.toml, as a pool of that run would.
+run's environment from config.toml, as a pool of that run would. Both observation modes
+of the contract are checked: full observations, and (image observations) the newest frame
+only with PoolSpec.frame_stack = the run's frame_stack; with vector observations a
+frame_stack >= 2 must be refused.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from ba3c import envs
 from ba3c.tools.conformance import wire
-from ba3c.tools.conformance.suite import Failed, Suite, expect, expect_code
+from ba3c.tools.conformance.suite import Failed, Skipped, Suite, expect, expect_code
 from ba3c.tools.conformance.target import (
     GARBAGE,
     Target,
@@ -69,6 +72,7 @@ class LearnerChecks:
         self.shape = tuple(int(d) for d in env.observation_shape)
         self.dtype = np.dtype(env.observation_dtype)
         self.num_actions = int(env.num_actions)
+        self.frame_stack = int(target.cfg.env.frame_stack) if len(self.shape) == 3 else 0
         self.address = ""
 
     # -- requests -----------------------------------------------------------------------------
@@ -83,16 +87,20 @@ class LearnerChecks:
         fields.update(overrides)
         return pb.PoolSpec(**fields)
 
-    def observations(self, n: int = N) -> tensor_pb2.Tensor:
+    def observations(self, n: int = N, frame_stack: int = 0) -> tensor_pb2.Tensor:
+        shape = list(self.shape)
+        if frame_stack >= 2:  # the newest frame only
+            shape[-1] //= frame_stack
         if self.dtype == np.uint8:
-            array = self.rng.integers(0, 256, (n, *self.shape), dtype=np.uint8)
+            array = self.rng.integers(0, 256, (n, *shape), dtype=np.uint8)
         else:
-            array = self.rng.standard_normal((n, *self.shape)).astype(self.dtype)
+            array = self.rng.standard_normal((n, *shape)).astype(self.dtype)
         return wire.tensor(array, WIRE_DTYPE[self.dtype])
 
     def first(self, **spec_overrides) -> pb.ActRequest:
         spec = self.spec(**spec_overrides)
-        return pb.ActRequest(spec=spec, pool_id="conformance", observations=self.observations())
+        observations = self.observations(frame_stack=spec.frame_stack)
+        return pb.ActRequest(spec=spec, pool_id="conformance", observations=observations)
 
     def later(self, t: int, **fields) -> pb.ActRequest:
         dones = [(t + i) % 7 == 0 for i in range(N)]
@@ -164,7 +172,31 @@ class LearnerChecks:
                 "observations",
             ),
             "garbage": (GARBAGE, ""),
+            "frame_stack_negative": (self.first(frame_stack=-1), "frame_stack"),
         }
+        if self.frame_stack >= 2:
+            k, channels = self.frame_stack, self.shape[-1]
+            bad_first["frame_stack_channels"] = (
+                pb.ActRequest(
+                    spec=self.spec(frame_stack=channels + 1),
+                    pool_id="conformance",
+                    observations=self.observations(),
+                ),
+                "frame_stack",
+            )
+            full = pb.ActRequest(
+                spec=self.spec(frame_stack=k),
+                pool_id="conformance",
+                observations=self.observations(),
+            )
+            bad_first["newest_frame_full_observations"] = (full, "observations")
+        else:
+            vector = pb.ActRequest(
+                spec=self.spec(frame_stack=2),
+                pool_id="conformance",
+                observations=self.observations(),
+            )
+            bad_first["frame_stack_vector"] = (vector, "frame_stack")
         for name, (request, contains) in bad_first.items():
             c(f"act.first.{name}", self.refused, [request], INVALID, contains)
         bad_later = {
@@ -193,6 +225,27 @@ class LearnerChecks:
             c(f"act.later.{name}", self.refused, [first, request], INVALID, contains)
         c("act.steps", self.act_steps)
         c("act.two_pools", self.two_pools)
+        c("act.newest_frame.steps", self.newest_frame_steps)
+        if self.frame_stack >= 2:
+            newest = self.first(frame_stack=self.frame_stack)
+            full = self.later(1)  # full observations where the newest frame belongs
+            c("act.newest_frame.later_full", self.refused, [newest, full], INVALID, "observations")
+
+    def newest_frame_steps(self) -> None:
+        """A pool that sends the newest frame only (PoolSpec.frame_stack) is answered at
+        every step, through episodes that end."""
+        k = self.frame_stack
+        if k < 2:
+            raise Skipped("vector observations: no frames to stack")
+        with self.channel() as channel:
+            stream = Stream(channel, 60)
+            try:
+                self.expect_actions(stream.step(self.first(frame_stack=k)))
+                for t in range(1, 12):
+                    frames = self.observations(frame_stack=k)
+                    self.expect_actions(stream.step(self.later(t, observations=frames)))
+            finally:
+                stream.close()
 
     def act_steps(self) -> None:
         """`steps` lock-step exchanges; the version the actions were computed with never

@@ -9,6 +9,10 @@ own: `ba3c simulator --run-dir D --learner I`). The kit answers random actions a
             with one action too many, which breaks the contract;
   stream 3: the pool must drop the broken stream and come back again.
 Then the kit withdraws the address and stops; the pool keeps retrying until it is stopped.
+Streams are scripted for the first pool_id the kit sees; a double-buffered pool's other
+half (another pool_id) is answered normally and its requests are checked all the same.
+Both observation modes are accepted: full observations, and the newest frame only
+(PoolSpec.frame_stack = k >= 2, which must be the run's frame_stack).
 """
 
 from __future__ import annotations
@@ -51,9 +55,8 @@ class Record:
     done: threading.Event = field(default_factory=threading.Event)
 
     def problem(self, check: str, message: str) -> None:
-        self.problems.setdefault(
-            check, f"stream {self.index + 1}, request {self.requests}: {message}"
-        )
+        stream = f"stream {self.index + 1}" if self.index >= 0 else "the other half's stream"
+        self.problems.setdefault(check, f"{stream}, request {self.requests}: {message}")
 
 
 def check_spec(spec: pb.PoolSpec) -> str:
@@ -68,7 +71,18 @@ def check_spec(spec: pb.PoolSpec) -> str:
         return f"spec.observation_dtype {spec.observation_dtype} is not an observation type"
     if spec.num_actions < 1:
         return f"spec.num_actions {spec.num_actions} < 1"
+    shape, k = list(spec.observation_shape), spec.frame_stack
+    if k < 0 or (k >= 2 and (len(shape) != 3 or shape[-1] % k)):
+        return f"spec.frame_stack {k} cannot stack frames into {shape}"
     return ""
+
+
+def wire_shape(spec: pb.PoolSpec) -> list[int]:
+    """What each request's observations must be: [N, *shape], or the newest frame."""
+    shape = [spec.num_envs, *spec.observation_shape]
+    if spec.frame_stack >= 2:
+        shape[-1] //= spec.frame_stack
+    return shape
 
 
 class FakeLearner:
@@ -78,6 +92,8 @@ class FakeLearner:
         self.t = target
         self.steps = steps
         self.records: list[Record] = []
+        self.others: list[Record] = []  # streams of another pool_id (the other half)
+        self.pool_id: str | None = None  # the scripted one: the first seen
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -118,13 +134,25 @@ class FakeLearner:
 
     # -- the handler ------------------------------------------------------------------------
     def act(self, requests: Iterator[bytes], context: grpc.ServicerContext):
-        index = next(self._counter)
-        record = Record(index)
-        with self._arrived:
-            self.records.append(record)
-            self._arrived.notify_all()
+        first = next(requests, None)
+        if first is None:
+            return
         try:
-            yield from self._serve(record, requests, context)
+            pool_id = pb.ActRequest.FromString(first).pool_id
+        except Exception:  # noqa: BLE001 - _check reports it
+            pool_id = ""
+        with self._arrived:
+            if self.pool_id is None:
+                self.pool_id = pool_id
+            if pool_id != self.pool_id:
+                record = Record(-1)
+                self.others.append(record)
+            else:
+                record = Record(next(self._counter))
+                self.records.append(record)
+                self._arrived.notify_all()
+        try:
+            yield from self._serve(record, itertools.chain([first], requests), context)
         finally:
             record.done.set()
 
@@ -135,6 +163,8 @@ class FakeLearner:
             record.problem("token", f"authorization {record.authorization!r}")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong run token")
         limit = self.steps if record.index == 0 else SHORT
+        if record.index < 0:  # another half: never scripted
+            limit = 1 << 62
         try:
             for data in requests:
                 self._check(record, data)
@@ -178,7 +208,7 @@ class FakeLearner:
         if request.pool_id != record.pool_id or not request.pool_id:
             record.problem("pool_id", f"pool_id {request.pool_id!r} (first: {record.pool_id!r})")
         n = spec.num_envs
-        want = [n, *spec.observation_shape]
+        want = wire_shape(spec)
         obs = request.observations
         try:
             array = wire.decode(obs)
@@ -237,7 +267,8 @@ class SimulatorChecks:
 
     def problems(self, check: str) -> None:
         expect(self.records, "no stream to check")
-        for r in self.records:
+        assert self.fake is not None
+        for r in self.records + self.fake.others:
             if check in r.problems:
                 raise Failed(r.problems[check])
 
@@ -292,9 +323,15 @@ class SimulatorChecks:
             spec.num_actions,
         )
         expect(got == want, f"spec (env_id, shape, dtype, actions) {got}, config says {want}")
+        if spec.frame_stack >= 2:
+            expect(
+                spec.frame_stack == self.t.cfg.env.frame_stack,
+                f"spec.frame_stack {spec.frame_stack}, config says {self.t.cfg.env.frame_stack}",
+            )
 
     def episodes(self) -> None:
-        total = sum(r.episodes for r in self.records)
+        assert self.fake is not None
+        total = sum(r.episodes for r in self.records + self.fake.others)
         if not total:
             raise Skipped(f"no episode ended in {self.steps} steps (try more --steps)")
 
