@@ -211,7 +211,7 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
         if spec.frame_stack >= 2:
             shape = tuple(int(d) for d in spec.observation_shape)
             stacker = FrameStacker(spec.num_envs, shape, spec.frame_stack)
-        self.progress.pool_joined()
+        self.progress.pool_joined(pool)
         log.info(
             "pool connected",
             pool=pool,
@@ -244,7 +244,7 @@ class ActServicer(learner_pb2_grpc.LearnerServicer):
                     self._queue(memory.record_outcomes(rewards, dones), context)
                 self._queue(memory.add_steps(obs, actions, values, version, acted_at), context)
         finally:
-            self.progress.pool_left()
+            self.progress.pool_left(pool)
             log.info("pool left", pool=pool, reason=reason, steps_lost=memory.open_steps())
 
     def _queue(self, items: list[Transition], context: grpc.ServicerContext) -> None:

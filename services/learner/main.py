@@ -100,6 +100,8 @@ def run(ctx: service.ServiceContext) -> int:
         _forward(model),
         lc.predict_batch_size,
         lc.predict_wait_ms / 1000.0,
+        # a batch waits for at most one request per pool: the halves of a double-buffered
+        # pool take turns, so waiting for both would put them back in step
         waiting_streams_limit=lambda: max(1, progress.pools),
         on_batch=metrics.PREDICT_BATCH.observe,
     )

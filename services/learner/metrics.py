@@ -21,7 +21,10 @@ PREDICT_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 QUEUE_DEPTH = Gauge("ba3c_learner_queue_depth", "Transitions waiting for the trainer.")
-POOLS = Gauge("ba3c_learner_pools_connected", "Simulator pools with an open Act stream.")
+POOLS = Gauge(
+    "ba3c_learner_pools_connected",
+    "Simulator pools with an open Act stream (a double-buffered pool's two streams count once).",
+)
 PUSHPULL_SECONDS = Histogram(
     "ba3c_learner_pushpull_seconds",
     "Latency of one PushPull call to one shard.",

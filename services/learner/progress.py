@@ -7,7 +7,7 @@ score for TensorBoard); every change also goes to the Prometheus metrics.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class Progress:
         self.agent_steps = 0
         self.episodes = 0
         self.recent_returns: deque[float] = deque(maxlen=window)
-        self.pools = 0
+        self.pools = 0  # distinct pools with an open stream (a double-buffered pool is one)
+        self.streams = 0  # open Act streams (two for a double-buffered pool)
+        self._streams_of: Counter[str] = Counter()
 
     def add_frames(self, frames: int, steps: int) -> None:
         with self._lock:
@@ -48,12 +50,25 @@ class Progress:
         with self._lock:
             return float(np.mean(self.recent_returns)) if self.recent_returns else None
 
-    def pool_joined(self) -> None:
-        with self._lock:
-            self.pools += 1
-        metrics.POOLS.inc()
+    @staticmethod
+    def _pool(pool_id: str) -> str:
+        """The pool a stream belongs to: the halves of a double-buffered pool send
+        "simulator-0/a" and "simulator-0/b"."""
+        return pool_id.split("/", 1)[0]
 
-    def pool_left(self) -> None:
+    def pool_joined(self, pool_id: str = "") -> None:
         with self._lock:
-            self.pools -= 1
-        metrics.POOLS.dec()
+            self._streams_of[self._pool(pool_id)] += 1
+            self.streams += 1
+            self.pools = len(self._streams_of)
+            metrics.POOLS.set(self.pools)
+
+    def pool_left(self, pool_id: str = "") -> None:
+        with self._lock:
+            name = self._pool(pool_id)
+            self._streams_of[name] -= 1
+            if self._streams_of[name] <= 0:
+                del self._streams_of[name]
+            self.streams -= 1
+            self.pools = len(self._streams_of)
+            metrics.POOLS.set(self.pools)
