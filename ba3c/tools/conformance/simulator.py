@@ -38,6 +38,7 @@ from ba3c.v1 import tensor_pb2
 SERVICE = "ba3c.v1.Learner"
 RESTART = "conformance kit: the learner is restarting"
 SHORT = 5  # exchanges in streams 2 and 3
+ENDED_WAIT = 10.0  # seconds for a stream the pool cancelled to end on this side
 
 
 @dataclass
@@ -294,6 +295,9 @@ class SimulatorChecks:
     def after_bad_response(self) -> None:
         self.reconnect(2)
         r = self.records[1]
+        # the pool may open its next stream before gRPC has told this side that it
+        # cancelled the broken one: give the cancellation a moment to arrive
+        r.done.wait(ENDED_WAIT)
         expect(r.ended_by_pool, "the pool did not end the stream that broke the contract")
         expect(
             r.requests == SHORT + 1,
