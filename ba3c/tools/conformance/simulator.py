@@ -182,6 +182,11 @@ class FakeLearner:
                 ).SerializeToString()
         except grpc.RpcError:
             pass
+        except GeneratorExit:
+            # the pool cancelled the call while its response was on the way: gRPC closes
+            # this generator instead of ending the request iterator
+            record.ended_by_pool = True
+            raise
         record.ended_by_pool = True
 
     def _check(self, record: Record, data: bytes) -> None:
