@@ -17,7 +17,7 @@ import numpy as np
 from ba3c import envs, models
 from ba3c.config import Config
 from services.evaluator import videos
-from services.evaluator.play import play_episode
+from services.evaluator.play import play_episodes
 from services.evaluator.stats import EvalResult
 
 ATARI_FPS = 60.0  # the emulator's frame rate; a video shows one frame per agent step
@@ -40,11 +40,15 @@ class Evaluation:
         self.model = models.build_model(
             cfg, self.spec.observation_shape, self.spec.num_actions, self.spec.observation_dtype
         )
-        self.env = envs.make_eval_env(cfg, cfg.run.seed, record=video_dir is not None)
+        # one environment per episode, played side by side; only the first one records
+        self.envs = [
+            envs.make_eval_env(cfg, cfg.run.seed, record=i == 0 and video_dir is not None)
+            for i in range(cfg.evaluator.eval_episodes)
+        ]
         if video_dir is not None:
             # fail now (EnvError) rather than in the middle of an evaluation
-            self.env.reset(seed=0)
-            self.env.frame()
+            self.envs[0].reset(seed=0)
+            self.envs[0].frame()
         self.fps = ATARI_FPS / cfg.env.frame_skip if self.spec.is_atari else OTHER_FPS
         self._stop: threading.Event | None = None
         self._stop_seen: float | None = None
@@ -70,32 +74,28 @@ class Evaluation:
         self._greedy = ev.eval_greedy
         models.set_weights(self.model, weights)
         started = time.monotonic()
-        episodes = []
-        video_name = None
-        for i in range(ev.eval_episodes):
-            recorder = None
-            if i == 0 and self.video_dir is not None:
-                recorder = videos.VideoRecorder(self.video_dir, self.fps)
-            try:
-                episode = play_episode(
-                    self.env, self._policy, self.cfg.run.seed, i, ev.eval_max_steps, recorder
-                )
-            except BaseException:
-                if recorder is not None:
-                    recorder.discard()
-                raise
+        recorder = None
+        if self.video_dir is not None:
+            recorder = videos.VideoRecorder(self.video_dir, self.fps)
+        try:
+            episodes = play_episodes(
+                self.envs, self._policy, self.cfg.run.seed, ev.eval_max_steps, recorder
+            )
+        except BaseException:
             if recorder is not None:
-                path = recorder.finish(videos.video_name(version, episode.score))
-                if path is not None:
-                    video_name = path.name
-                    videos.prune(self.video_dir, ev.keep_videos)
-            episodes.append(episode)
+                recorder.discard()
+            raise
+        video_name = None
+        if recorder is not None:
+            path = recorder.finish(videos.video_name(version, episodes[0].score))
+            if path is not None:
+                video_name = path.name
+                videos.prune(self.video_dir, ev.keep_videos)
         other: tuple = ()
         if ev.eval_both:  # the other policy, same seeds, no video
             self._greedy = not ev.eval_greedy
             other = tuple(
-                play_episode(self.env, self._policy, self.cfg.run.seed, i, ev.eval_max_steps)
-                for i in range(ev.eval_episodes)
+                play_episodes(self.envs, self._policy, self.cfg.run.seed, ev.eval_max_steps)
             )
         return EvalResult(
             version=version,
@@ -108,14 +108,21 @@ class Evaluation:
             other=other,
         )
 
-    def _policy(self, observation: np.ndarray, rng: np.random.Generator) -> int:
+    def _policy(self, observations: np.ndarray, generators) -> list[int]:
         if self._stop is not None and self._stop.is_set():
             now = time.monotonic()
             self._stop_seen = self._stop_seen or now
             if now - self._stop_seen >= self.cfg.evaluator.eval_stop_grace:
                 raise Stopped
-        batch = np.asarray(observation)[None]
-        return int(models.act(self.model, batch, self._greedy, rng)[0])
+        logits, _ = self.model.forward(observations)
+        logits = logits.numpy()
+        # row by row, each with its episode's own generator: an episode's samples do not
+        # depend on which other episodes are still playing
+        return [
+            int(models.sample_actions(logits[j : j + 1], self._greedy, rng)[0])
+            for j, rng in enumerate(generators)
+        ]
 
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs:
+            env.close()
