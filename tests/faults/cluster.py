@@ -31,9 +31,12 @@ from tests.support.metrics import Metrics, scrape
 SETTINGS = dict(
     env="CartPole-v1",
     model="mlp",
+    optimizer="adam",
     lr=1e-3,
     beta1=0.9,
     beta2=0.999,
+    epsilon=1e-8,
+    grad_clip=40.0,
     batch_size=32,
     simulator_procs=8,
     save_every=10,

@@ -16,9 +16,12 @@ from tests.support.metrics import scrape
 CARTPOLE = dict(
     env="CartPole-v1",
     model="mlp",
+    optimizer="adam",
     lr=1e-3,
     beta1=0.9,
     beta2=0.999,
+    epsilon=1e-8,
+    grad_clip=40.0,
     entropy_beta=0.01,
     batch_size=64,
     simulator_procs=16,

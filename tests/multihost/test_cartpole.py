@@ -34,6 +34,7 @@ RPC_TIMEOUT = 3.0
 CARTPOLE = [
     *("-e", "CartPole-v1", "--model", "mlp", "--lr", "0.001", "--beta1", "0.9"),
     *("--beta2", "0.999", "--batch_size", "64", "--simulator_procs", "8"),
+    *("--optimizer", "adam", "--epsilon", "1e-8", "--grad_clip", "40"),
     *("--eval_every", "5", "--eval_episodes", "10", "--no-record_node", "--save_every", "0"),
     *("--rpc_timeout", str(RPC_TIMEOUT)),
 ]
