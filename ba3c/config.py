@@ -197,6 +197,12 @@ class LearnerConfig:
     grad_dtype: str = knob(
         "float32", "Type of gradients on the wire.", choices=("float32", "bfloat16", "float16")
     )
+    params_dtype: str = knob(
+        "float32",
+        "Type of the parameters the shards send back (bfloat16: half the bytes, rounded from "
+        "the shards' float32 values, which every update still goes to).",
+        choices=("float32", "bfloat16"),
+    )
     queue_size: int = knob(
         4096, "Most transitions waiting for the trainer; a full queue slows the pools down."
     )

@@ -19,6 +19,9 @@ Learners and the evaluator both talk to every shard through `ParamServerClient`:
   key included, so a shard that applied the first attempt answers the retry with that
   outcome instead of applying the gradient (and counting its env frames) again.
 - **Parallel.** PushPull and Pull go to all shards at once, one thread per shard.
+- **Parameters in bfloat16** (`params_dtype="bfloat16"`): replies carry the shards'
+  float32 values rounded to bfloat16, half the bytes; they are widened to float32 here.
+  The shards keep float32 and apply every update to it.
 
 What a service counts (Prometheus) it passes in as `Hooks`; the core holds no metrics.
 """
@@ -179,6 +182,7 @@ class ParamServerClient:
         max_message_bytes: int,
         grad_dtype: str = "float32",
         hooks: Hooks | None = None,
+        params_dtype: str = "float32",
     ):
         self.run_dir = run_dir
         self.token = token
@@ -189,6 +193,8 @@ class ParamServerClient:
         self.rpc_timeout = rpc_timeout
         self.max_message_bytes = max_message_bytes
         self.grad_dtype = grad_dtype
+        # what the replies' parameters should come in; decoded by their own dtype anyway
+        self.params_dtype = tensors.dtype_from_name(params_dtype)
         self.hooks = hooks or Hooks()
         self.session = uuid.uuid4().hex  # one per client object: a restarted process is new
         # learner 0 sets this: () -> current parameters, to refill a shard that lost its own
@@ -291,7 +297,9 @@ class ParamServerClient:
     # -- one shard: pulling and pushing ----------------------------------------------------------
     def _pull(self, shard: _Shard, always: bool) -> None:
         have = -1 if always or not shard.pieces else shard.pieces_version
-        request = pb.PullRequest(client_id=self.client_id, have_version=have).SerializeToString()
+        request = pb.PullRequest(
+            client_id=self.client_id, have_version=have, parameters_dtype=self.params_dtype
+        ).SerializeToString()
         started = [0.0]
 
         def call(s: _Shard) -> bytes:
@@ -326,6 +334,7 @@ class ParamServerClient:
                 samples=samples,
                 session=self.session,
                 sequence=shard.sequence,
+                parameters_dtype=self.params_dtype,
             ),
             grads,
         )

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from ba3c.v1 import tensor_pb2 as ba3c_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x61\x33\x63/v1/paramserver.proto\x12\x07\x62\x61\x33\x63.v1\x1a\x14\x62\x61\x33\x63/v1/tensor.proto\"G\n\x0fRegisterRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.ba3c.v1.ClientRole\"\xca\x01\n\x10RegisterResponse\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x1b\n\x04mode\x18\x02 \x01(\x0e\x32\r.ba3c.v1.Mode\x12\x1d\n\x15replicas_to_aggregate\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x13\n\x0binitialized\x18\x05 \x01(\x08\x12(\n\tvariables\x18\x06 \x03(\x0b\x32\x15.ba3c.v1.VariableSpec\x12\x15\n\rlease_seconds\x18\x07 \x01(\x01\"P\n\x11InitializeRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12(\n\nparameters\x18\x02 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\"G\n\x12InitializeResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\xa6\x01\n\x0fPushPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\tgradients\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x12\n\nenv_frames\x18\x04 \x01(\x03\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12\x0f\n\x07session\x18\x06 \x01(\t\x12\x10\n\x08sequence\x18\x07 \x01(\x04\"\xad\x01\n\x10PushPullResponse\x12%\n\x07outcome\x18\x01 \x01(\x0e\x32\x14.ba3c.v1.PushOutcome\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x11\n\tstaleness\x18\x04 \x01(\x03\x12\x12\n\nenv_frames\x18\x05 \x01(\x03\x12\x10\n\x08repeated\x18\x06 \x01(\x08\"6\n\x0bPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\"p\n\x0cPullResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x12\n\nenv_frames\x18\x04 \x01(\x03\"\x0f\n\rStatusRequest\"\xa7\x02\n\x0eStatusResponse\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x1b\n\x04mode\x18\x02 \x01(\x0e\x32\r.ba3c.v1.Mode\x12\x13\n\x0binitialized\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nenv_frames\x18\x05 \x01(\x03\x12\x16\n\x0epushes_applied\x18\x06 \x01(\x03\x12\x16\n\x0epushes_dropped\x18\x07 \x01(\x03\x12\x15\n\rlive_learners\x18\x08 \x01(\x05\x12\x1a\n\x12\x63heckpoint_version\x18\t \x01(\x03\x12\x15\n\rnum_variables\x18\n \x01(\x05\x12\x16\n\x0enum_parameters\x18\x0b \x01(\x03\x12\x17\n\x0fpushes_repeated\x18\x0c \x01(\x03*E\n\nClientRole\x12\x1b\n\x17\x43LIENT_ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LEARNER\x10\x01\x12\r\n\tEVALUATOR\x10\x02*1\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41SYNC\x10\x01\x12\x08\n\x04SYNC\x10\x02*`\n\x0bPushOutcome\x12\x1c\n\x18PUSH_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x11\n\rDROPPED_STALE\x10\x02\x12\x13\n\x0f\x44ROPPED_SURPLUS\x10\x03\x32\xca\x02\n\x0fParameterServer\x12?\n\x08Register\x12\x18.ba3c.v1.RegisterRequest\x1a\x19.ba3c.v1.RegisterResponse\x12\x45\n\nInitialize\x12\x1a.ba3c.v1.InitializeRequest\x1a\x1b.ba3c.v1.InitializeResponse\x12?\n\x08PushPull\x12\x18.ba3c.v1.PushPullRequest\x1a\x19.ba3c.v1.PushPullResponse\x12\x33\n\x04Pull\x12\x14.ba3c.v1.PullRequest\x1a\x15.ba3c.v1.PullResponse\x12\x39\n\x06Status\x12\x16.ba3c.v1.StatusRequest\x1a\x17.ba3c.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x61\x33\x63/v1/paramserver.proto\x12\x07\x62\x61\x33\x63.v1\x1a\x14\x62\x61\x33\x63/v1/tensor.proto\"G\n\x0fRegisterRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.ba3c.v1.ClientRole\"\xca\x01\n\x10RegisterResponse\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x1b\n\x04mode\x18\x02 \x01(\x0e\x32\r.ba3c.v1.Mode\x12\x1d\n\x15replicas_to_aggregate\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x13\n\x0binitialized\x18\x05 \x01(\x08\x12(\n\tvariables\x18\x06 \x03(\x0b\x32\x15.ba3c.v1.VariableSpec\x12\x15\n\rlease_seconds\x18\x07 \x01(\x01\"P\n\x11InitializeRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12(\n\nparameters\x18\x02 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\"G\n\x12InitializeResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\xd0\x01\n\x0fPushPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\tgradients\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x12\n\nenv_frames\x18\x04 \x01(\x03\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12\x0f\n\x07session\x18\x06 \x01(\t\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12(\n\x10parameters_dtype\x18\x08 \x01(\x0e\x32\x0e.ba3c.v1.DType\"\xad\x01\n\x10PushPullResponse\x12%\n\x07outcome\x18\x01 \x01(\x0e\x32\x14.ba3c.v1.PushOutcome\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x11\n\tstaleness\x18\x04 \x01(\x03\x12\x12\n\nenv_frames\x18\x05 \x01(\x03\x12\x10\n\x08repeated\x18\x06 \x01(\x08\"`\n\x0bPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\x12(\n\x10parameters_dtype\x18\x03 \x01(\x0e\x32\x0e.ba3c.v1.DType\"p\n\x0cPullResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.ba3c.v1.NamedTensor\x12\x12\n\nenv_frames\x18\x04 \x01(\x03\"\x0f\n\rStatusRequest\"\xa7\x02\n\x0eStatusResponse\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x1b\n\x04mode\x18\x02 \x01(\x0e\x32\r.ba3c.v1.Mode\x12\x13\n\x0binitialized\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nenv_frames\x18\x05 \x01(\x03\x12\x16\n\x0epushes_applied\x18\x06 \x01(\x03\x12\x16\n\x0epushes_dropped\x18\x07 \x01(\x03\x12\x15\n\rlive_learners\x18\x08 \x01(\x05\x12\x1a\n\x12\x63heckpoint_version\x18\t \x01(\x03\x12\x15\n\rnum_variables\x18\n \x01(\x05\x12\x16\n\x0enum_parameters\x18\x0b \x01(\x03\x12\x17\n\x0fpushes_repeated\x18\x0c \x01(\x03*E\n\nClientRole\x12\x1b\n\x17\x43LIENT_ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LEARNER\x10\x01\x12\r\n\tEVALUATOR\x10\x02*1\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41SYNC\x10\x01\x12\x08\n\x04SYNC\x10\x02*`\n\x0bPushOutcome\x12\x1c\n\x18PUSH_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x11\n\rDROPPED_STALE\x10\x02\x12\x13\n\x0f\x44ROPPED_SURPLUS\x10\x03\x32\xca\x02\n\x0fParameterServer\x12?\n\x08Register\x12\x18.ba3c.v1.RegisterRequest\x1a\x19.ba3c.v1.RegisterResponse\x12\x45\n\nInitialize\x12\x1a.ba3c.v1.InitializeRequest\x1a\x1b.ba3c.v1.InitializeResponse\x12?\n\x08PushPull\x12\x18.ba3c.v1.PushPullRequest\x1a\x19.ba3c.v1.PushPullResponse\x12\x33\n\x04Pull\x12\x14.ba3c.v1.PullRequest\x1a\x15.ba3c.v1.PullResponse\x12\x39\n\x06Status\x12\x16.ba3c.v1.StatusRequest\x1a\x17.ba3c.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ba3c.v1.paramserver_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLIENTROLE']._serialized_start=1323
-  _globals['_CLIENTROLE']._serialized_end=1392
-  _globals['_MODE']._serialized_start=1394
-  _globals['_MODE']._serialized_end=1443
-  _globals['_PUSHOUTCOME']._serialized_start=1445
-  _globals['_PUSHOUTCOME']._serialized_end=1541
+  _globals['_CLIENTROLE']._serialized_start=1407
+  _globals['_CLIENTROLE']._serialized_end=1476
+  _globals['_MODE']._serialized_start=1478
+  _globals['_MODE']._serialized_end=1527
+  _globals['_PUSHOUTCOME']._serialized_start=1529
+  _globals['_PUSHOUTCOME']._serialized_end=1625
   _globals['_REGISTERREQUEST']._serialized_start=60
   _globals['_REGISTERREQUEST']._serialized_end=131
   _globals['_REGISTERRESPONSE']._serialized_start=134
@@ -47,17 +47,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INITIALIZERESPONSE']._serialized_start=420
   _globals['_INITIALIZERESPONSE']._serialized_end=491
   _globals['_PUSHPULLREQUEST']._serialized_start=494
-  _globals['_PUSHPULLREQUEST']._serialized_end=660
-  _globals['_PUSHPULLRESPONSE']._serialized_start=663
-  _globals['_PUSHPULLRESPONSE']._serialized_end=836
-  _globals['_PULLREQUEST']._serialized_start=838
-  _globals['_PULLREQUEST']._serialized_end=892
-  _globals['_PULLRESPONSE']._serialized_start=894
-  _globals['_PULLRESPONSE']._serialized_end=1006
-  _globals['_STATUSREQUEST']._serialized_start=1008
-  _globals['_STATUSREQUEST']._serialized_end=1023
-  _globals['_STATUSRESPONSE']._serialized_start=1026
-  _globals['_STATUSRESPONSE']._serialized_end=1321
-  _globals['_PARAMETERSERVER']._serialized_start=1544
-  _globals['_PARAMETERSERVER']._serialized_end=1874
+  _globals['_PUSHPULLREQUEST']._serialized_end=702
+  _globals['_PUSHPULLRESPONSE']._serialized_start=705
+  _globals['_PUSHPULLRESPONSE']._serialized_end=878
+  _globals['_PULLREQUEST']._serialized_start=880
+  _globals['_PULLREQUEST']._serialized_end=976
+  _globals['_PULLRESPONSE']._serialized_start=978
+  _globals['_PULLRESPONSE']._serialized_end=1090
+  _globals['_STATUSREQUEST']._serialized_start=1092
+  _globals['_STATUSREQUEST']._serialized_end=1107
+  _globals['_STATUSRESPONSE']._serialized_start=1110
+  _globals['_STATUSRESPONSE']._serialized_end=1405
+  _globals['_PARAMETERSERVER']._serialized_start=1628
+  _globals['_PARAMETERSERVER']._serialized_end=1958
 # @@protoc_insertion_point(module_scope)

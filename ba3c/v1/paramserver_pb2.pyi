@@ -82,7 +82,7 @@ class InitializeResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., message: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PushPullRequest(_message.Message):
-    __slots__ = ("client_id", "version", "gradients", "env_frames", "samples", "session", "sequence")
+    __slots__ = ("client_id", "version", "gradients", "env_frames", "samples", "session", "sequence", "parameters_dtype")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GRADIENTS_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class PushPullRequest(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_DTYPE_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     version: int
     gradients: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
@@ -97,7 +98,8 @@ class PushPullRequest(_message.Message):
     samples: int
     session: str
     sequence: int
-    def __init__(self, client_id: _Optional[str] = ..., version: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., env_frames: _Optional[int] = ..., samples: _Optional[int] = ..., session: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    parameters_dtype: _tensor_pb2.DType
+    def __init__(self, client_id: _Optional[str] = ..., version: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., env_frames: _Optional[int] = ..., samples: _Optional[int] = ..., session: _Optional[str] = ..., sequence: _Optional[int] = ..., parameters_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class PushPullResponse(_message.Message):
     __slots__ = ("outcome", "version", "parameters", "staleness", "env_frames", "repeated")
@@ -116,12 +118,14 @@ class PushPullResponse(_message.Message):
     def __init__(self, outcome: _Optional[_Union[PushOutcome, str]] = ..., version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., staleness: _Optional[int] = ..., env_frames: _Optional[int] = ..., repeated: _Optional[bool] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("client_id", "have_version")
+    __slots__ = ("client_id", "have_version", "parameters_dtype")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_DTYPE_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     have_version: int
-    def __init__(self, client_id: _Optional[str] = ..., have_version: _Optional[int] = ...) -> None: ...
+    parameters_dtype: _tensor_pb2.DType
+    def __init__(self, client_id: _Optional[str] = ..., have_version: _Optional[int] = ..., parameters_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class PullResponse(_message.Message):
     __slots__ = ("version", "unchanged", "parameters", "env_frames")

@@ -75,6 +75,7 @@ def run(ctx: service.ServiceContext) -> int:
         rpc_timeout=cfg.net.rpc_timeout,
         max_message_bytes=rpc.message_limit(cfg.net.max_message_mb),
         grad_dtype=lc.grad_dtype,
+        params_dtype=lc.params_dtype,
         hooks=metrics.paramserver_hooks(),
     )
     try:

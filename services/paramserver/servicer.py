@@ -141,6 +141,7 @@ class ParameterServerServicer:
                 message.env_frames,
                 message.session,
                 message.sequence,
+                message.parameters_dtype,
             )
         except ShardError as e:
             self._refuse("PushPull", context, e)
@@ -152,7 +153,7 @@ class ParameterServerServicer:
         start = time.perf_counter()
         try:
             _check_parsed(request)
-            reply = self.shard.pull(request.have_version)
+            reply = self.shard.pull(request.have_version, request.parameters_dtype)
         except ShardError as e:
             self._refuse("Pull", context, e)
         metrics.SENT_BYTES.labels("Pull").inc(len(reply))

@@ -122,6 +122,19 @@ def check_initial_values(named: Iterable[tensor_pb2.NamedTensor]) -> dict[str, n
 
 GRADIENT_DTYPES = (tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16, tensor_pb2.FLOAT16)
 PARAMETERS_FIELD = 3  # `repeated NamedTensor parameters = 3` in PushPull's and Pull's replies
+FLOAT32, BFLOAT16 = tensor_pb2.FLOAT32, tensor_pb2.BFLOAT16
+
+
+def reply_dtype(requested: int) -> int:
+    """The element type of a reply's parameters: FLOAT32 (also for DTYPE_UNSPECIFIED) or
+    BFLOAT16; InvalidArgument for anything else."""
+    if requested in (tensor_pb2.DTYPE_UNSPECIFIED, FLOAT32):
+        return FLOAT32
+    if requested == BFLOAT16:
+        return BFLOAT16
+    raise InvalidArgument(
+        f"parameters_dtype must be FLOAT32 or BFLOAT16, got {tensors.dtype_name(requested)}"
+    )
 
 
 def check_gradients(
@@ -308,9 +321,12 @@ class Shard:
         env_frames: int = 0,
         session: str = "",
         sequence: int = 0,
+        parameters_dtype: int = FLOAT32,
     ) -> PushResult:
         """Handles one PushPull; in sync mode blocks until the push's round is applied.
-        A repeated idempotency key (session, sequence) gets the first attempt's outcome."""
+        A repeated idempotency key (session, sequence) gets the first attempt's outcome.
+        The reply's parameters are float32, or bfloat16 if `parameters_dtype` asks."""
+        dtype = reply_dtype(parameters_dtype)
         if not client_id:
             raise InvalidArgument("client_id is empty; use a stable name such as 'learner-0'")
         if env_frames < 0:
@@ -321,13 +337,13 @@ class Shard:
         with self._cond:
             self._check_ready()
             specs = self._specs
-            repeat = self._repeat(*key)
+            repeat = self._repeat(*key, dtype)
             if repeat is not None:
                 return repeat
         grads = check_gradients(specs, raw)
         with self._cond:
             self._check_ready()
-            repeat = self._repeat(*key)  # another attempt may have been handled meanwhile
+            repeat = self._repeat(*key, dtype)  # another attempt may have been handled meanwhile
             if repeat is not None:
                 return repeat
             if version > self.version:
@@ -342,10 +358,10 @@ class Shard:
             staleness = self.version - version
             metrics.STALENESS.observe(staleness)
             if self.settings.sync:
-                return self._push_sync(key, grads, staleness)
-            return self._push_async(key, grads, staleness)
+                return self._push_sync(key, grads, staleness, dtype)
+            return self._push_async(key, grads, staleness, dtype)
 
-    def _repeat(self, client_id: str, session: str, sequence: int) -> PushResult | None:
+    def _repeat(self, client_id: str, session: str, sequence: int, dtype: int) -> PushResult | None:
         """The answer to a key handled before (waiting for it if its sync round is still
         open); None for a push to handle. Call with the lock held."""
         try:
@@ -365,19 +381,22 @@ class Shard:
             sequence=sequence,
             outcome=pb.PushOutcome.Name(first.outcome),
         )
-        return self._current(first.outcome, first.staleness, repeated=True)
+        return self._current(first.outcome, first.staleness, dtype, repeated=True)
 
     def _drop(self, reason: str) -> None:
         self.pushes_dropped += 1
         metrics.PUSHES_DROPPED.labels(reason).inc()
 
-    def _current(self, outcome: int, staleness: int, repeated: bool = False) -> PushResult:
+    def _current(
+        self, outcome: int, staleness: int, dtype: int = FLOAT32, repeated: bool = False
+    ) -> PushResult:
         return PushResult(
             outcome,
             self.version,
             staleness,
             self._reply(
                 ("push", outcome, staleness, self.env_frames, repeated),
+                dtype,
                 lambda parts: tensors.serialize(
                     pb.PushPullResponse(
                         outcome=outcome,
@@ -392,27 +411,35 @@ class Shard:
         )
 
     def _push_async(
-        self, key: tuple[str, str, int], grads: Mapping[str, np.ndarray], staleness: int
+        self,
+        key: tuple[str, str, int],
+        grads: Mapping[str, np.ndarray],
+        staleness: int,
+        dtype: int,
     ) -> PushResult:
         bound = self.settings.max_staleness
         if bound and staleness > bound:
             self._keys.record(*key, Outcome(pb.DROPPED_STALE, staleness))
             self._drop("stale")
-            return self._current(pb.DROPPED_STALE, staleness)
+            return self._current(pb.DROPPED_STALE, staleness, dtype)
         self._keys.record(*key, Outcome(pb.APPLIED, staleness))
         lr_scale = 1.0 / max(1, staleness) if self.settings.staleness_aware else 1.0
         self._apply(grads, pushes=1, lr_scale=lr_scale)
-        return self._current(pb.APPLIED, staleness)
+        return self._current(pb.APPLIED, staleness, dtype)
 
     def _push_sync(
-        self, key: tuple[str, str, int], grads: Mapping[str, np.ndarray], staleness: int
+        self,
+        key: tuple[str, str, int],
+        grads: Mapping[str, np.ndarray],
+        staleness: int,
+        dtype: int,
     ) -> PushResult:
         client_id = key[0]
         joined, rnd = self._rounds.offer(client_id, self.version, staleness, grads)
         if rnd is None or joined == STALE:
             self._keys.record(*key, Outcome(pb.DROPPED_STALE, staleness))
             self._drop("stale")
-            return self._current(pb.DROPPED_STALE, staleness)
+            return self._current(pb.DROPPED_STALE, staleness, dtype)
         if joined == SURPLUS:
             self._keys.record(*key, Outcome(pb.DROPPED_SURPLUS, staleness, rnd))
             self._drop("surplus")
@@ -421,12 +448,13 @@ class Shard:
             self._keys.record(*key, Outcome(pb.APPLIED, staleness, rnd))
             metrics.ROUND_WAITING.set(rnd.count)
             outcome = pb.APPLIED
+        rnd.reply_dtypes.add(dtype)
         self._await_round(rnd)
         assert rnd.result is not None
         if outcome != pb.APPLIED:
-            return self._current(outcome, staleness)
-        new_version, reply = rnd.result
-        return PushResult(outcome, new_version, staleness, reply)
+            return self._current(outcome, staleness, dtype)
+        new_version, replies = rnd.result
+        return PushResult(outcome, new_version, staleness, replies[dtype])
 
     def _await_round(self, rnd: Round) -> None:
         """Waits (lock released) until `rnd` is applied, applying it when it is full or
@@ -452,7 +480,10 @@ class Shard:
             )
         total, scale = rnd.average()
         self._apply(total, pushes=rnd.count, scale=scale)
-        rnd.result = (self.version, self._current(pb.APPLIED, 0).reply)
+        # the new parameters in each type the round's members asked for, built now: the
+        # next round may change them before a member wakes up
+        replies = {d: self._current(pb.APPLIED, 0, d).reply for d in rnd.reply_dtypes}
+        rnd.result = (self.version, replies)
         metrics.ROUND_WAITING.set(0)
         metrics.AGGREGATION_WAIT.observe(rnd.age)
         metrics.ROUND_PUSHES.observe(rnd.count)
@@ -479,25 +510,29 @@ class Shard:
         if every and self.version % every == 0 and self._on_checkpoint is not None:
             self._on_checkpoint(self._snapshot())
 
-    def _reply(self, key: tuple, build: Callable[[list], bytes]) -> bytes:
-        """The reply `key` for the current version, built once (its small fields by
-        protobuf, then the parameters from views of their arrays: one copy, by
-        tensors.serialize) and handed to every caller that gets the same answer."""
+    def _reply(self, key: tuple, dtype: int, build: Callable[[list], bytes]) -> bytes:
+        """The reply `key` for the current version with parameters of type `dtype`, built
+        once (its small fields by protobuf, then the parameters from views of their arrays:
+        one copy, by tensors.serialize; bfloat16 rounds into a new array first) and handed
+        to every caller that gets the same answer."""
         assert self._params is not None
         if self._replies_version != self.version:
             self._replies.clear()
             self._replies_version = self.version
+        key = (*key, dtype)
         reply = self._replies.get(key)
         if reply is None:
-            if len(self._replies) >= 4:  # e.g. many dropped pushes at one version
+            if len(self._replies) >= 8:  # e.g. many dropped pushes at one version
                 self._replies.pop(next(iter(self._replies)))
             reply = self._replies[key] = build(
-                tensors.named_tensors_field(PARAMETERS_FIELD, self._params)
+                tensors.named_tensors_field(PARAMETERS_FIELD, self._params, dtype)
             )
         return reply
 
-    def pull(self, have_version: int) -> bytes:
-        """The serialised PullResponse (no parameters if the caller has this version)."""
+    def pull(self, have_version: int, parameters_dtype: int = FLOAT32) -> bytes:
+        """The serialised PullResponse (no parameters if the caller has this version;
+        float32, or bfloat16 if `parameters_dtype` asks)."""
+        dtype = reply_dtype(parameters_dtype)
         with self._cond:
             if not self.initialized:
                 raise NotInitialized(
@@ -511,6 +546,7 @@ class Shard:
                 )
             return self._reply(
                 ("pull", self.env_frames),
+                dtype,
                 lambda parts: tensors.serialize(
                     pb.PullResponse(version=self.version, env_frames=self.env_frames), parts
                 ),

@@ -49,8 +49,10 @@ class Round:
         self.deadline = self.opened + timeout
         self.clients: list[str] = []
         self._sum = sums
-        # set when the round is applied: (new version, encoded parameters)
-        self.result: tuple[int, bytes] | None = None
+        # the parameters' wire types the members asked for (tensor_pb2 DType codes)
+        self.reply_dtypes: set[int] = set()
+        # set when the round is applied: (new version, {dtype: encoded reply})
+        self.result: tuple[int, dict[int, bytes]] | None = None
 
     @property
     def count(self) -> int:

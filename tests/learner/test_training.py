@@ -18,8 +18,10 @@ def start_cluster(processes, run_dir):
 
 
 @pytest.mark.slow
-def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, processes):
-    run_dir = run_dir_factory(**CARTPOLE)
+@pytest.mark.parametrize("params_dtype", ["float32", "bfloat16"])
+def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, processes, params_dtype):
+    """Also with the parameters sent back as bfloat16 (the shard keeps float32)."""
+    run_dir = run_dir_factory(**CARTPOLE, params_dtype=params_dtype)
     start = time.monotonic()
     start_cluster(processes, run_dir)
     first = wait_for(
@@ -38,8 +40,15 @@ def test_cartpole_learns_to_balance_within_five_minutes(run_dir_factory, process
         interval=0.5,
     )
     elapsed = time.monotonic() - start
+    pushpull = scrape(run_dir, "learner")
+    ratio = pushpull.value("ba3c_learner_pushpull_bytes_total", direction="received") / (
+        pushpull.value("ba3c_learner_pushpull_bytes_total", direction="sent")
+    )
+    # replies carry as many parameters as requests carry gradients (float32): half the
+    # bytes in bfloat16
+    assert (0.45 < ratio < 0.6) if params_dtype == "bfloat16" else (0.9 < ratio < 1.1), ratio
     print(
-        f"CartPole: mean return {reached:.1f} after {elapsed:.0f}s "
+        f"CartPole, {params_dtype} parameters: mean return {reached:.1f} after {elapsed:.0f}s "
         f"({metric(run_dir, 'ba3c_learner_agent_steps_total'):.0f} agent steps)"
     )
     values = scrape(run_dir, "learner")

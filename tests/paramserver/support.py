@@ -104,21 +104,31 @@ class Client:
         dtype: str = "float32",
         env_frames: int = 0,
         timeout: float = 60,
+        parameters_dtype: int = 0,
     ) -> tuple[pb.PushPullResponse, dict]:
+        """(the reply, its parameters as float32 arrays whatever their wire type)."""
         reply = self.stub.PushPull(
             pb.PushPullRequest(
                 client_id=self.client_id,
                 version=version,
                 env_frames=env_frames,
                 gradients=tensors.encode_named(grads, dtype),
+                parameters_dtype=parameters_dtype,
             ),
             timeout=timeout,
         )
         return reply, tensors.decode_named(reply.parameters)
 
-    def pull(self, have_version: int = -1) -> tuple[pb.PullResponse, dict]:
+    def pull(
+        self, have_version: int = -1, parameters_dtype: int = 0
+    ) -> tuple[pb.PullResponse, dict]:
         reply = self.stub.Pull(
-            pb.PullRequest(client_id=self.client_id, have_version=have_version), timeout=30
+            pb.PullRequest(
+                client_id=self.client_id,
+                have_version=have_version,
+                parameters_dtype=parameters_dtype,
+            ),
+            timeout=30,
         )
         return reply, tensors.decode_named(reply.parameters)
 

@@ -191,6 +191,45 @@ def test_pull_says_unchanged_when_the_caller_is_up_to_date(shard):
     assert not older.unchanged and set(again) == set(SHAPES)
 
 
+def rounded_to_bfloat16(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {n: tensors.from_bfloat16_bits(tensors.to_bfloat16_bits(a)) for n, a in params.items()}
+
+
+def test_parameters_come_as_bfloat16_when_asked_and_the_shard_keeps_float32(shard):
+    _, client, _ = shard
+    if not client.status().initialized:
+        client.initialize(initial_values())
+    bf16 = tensor_pb2.BFLOAT16
+    exact_reply, exact = client.pull()
+    reply, rounded = client.pull(parameters_dtype=bf16)
+    assert reply.version == exact_reply.version
+    assert {t.tensor.dtype for t in reply.parameters} == {bf16}
+    assert sum(len(t.tensor.data) for t in reply.parameters) * 2 == sum(
+        len(t.tensor.data) for t in exact_reply.parameters
+    )
+    for name, value in rounded_to_bfloat16(exact).items():
+        np.testing.assert_array_equal(rounded[name], value)
+        assert not np.array_equal(rounded[name], exact[name]), "rounding should show"
+    # a push asking for bfloat16: the update goes to the float32 values, the reply is rounded
+    g = gradients(5)
+    pushed, new_rounded = client.push(reply.version, g, parameters_dtype=bf16)
+    assert {t.tensor.dtype for t in pushed.parameters} == {bf16}
+    after_reply, after = client.pull()
+    assert after_reply.version == pushed.version == reply.version + 1
+    for name in SHAPES:
+        np.testing.assert_allclose(after[name], exact[name] - 0.5 * g[name], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(new_rounded[name], rounded_to_bfloat16(after)[name])
+    # a type the shard does not send: INVALID_ARGUMENT, nothing applied
+    for call in (
+        lambda: client.pull(parameters_dtype=tensor_pb2.INT32),
+        lambda: client.push(after_reply.version, g, parameters_dtype=tensor_pb2.FLOAT16),
+    ):
+        error = refused(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "parameters_dtype must be FLOAT32 or BFLOAT16" in error.details()
+    assert client.status().version == after_reply.version
+
+
 def test_a_stale_push_is_applied_and_its_staleness_recorded(shard):
     run_dir, client, _ = shard
     if not client.status().initialized:
