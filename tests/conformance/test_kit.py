@@ -65,7 +65,13 @@ def test_our_paramserver_passes(run_dir_factory, processes, knobs):
     code, output = conformance("paramserver", run_dir, "--timeout", "60")
     passes(code, output, "paramserver")
     assert "SKIP" not in output  # every check applied to these configs
-    names = {"optimizer.steps", "pushpull.nan", "initialize.garbage", "health.token"}
+    names = {
+        "optimizer.steps",
+        "pushpull.nan",
+        "initialize.garbage",
+        "health.token",
+        "pull.bfloat16",
+    }
     for name in names:
         assert f"PASS  paramserver.{name}" in output
 

@@ -168,6 +168,7 @@ class ParamServerChecks:
         c("optimizer.bfloat16", self.optimizer_steps, 1, BF16)
         c("optimizer.float16", self.optimizer_steps, 1, F16)
         c("pull.after_push", self.pull_after_push)
+        c("pull.bfloat16", self.pull_bfloat16)
         c("register.optional", self.register_optional)
         c("register.evaluator_not_live", self.evaluator_not_live)
         if self.sync:
@@ -388,6 +389,20 @@ class ParamServerChecks:
         expect(not reply.unchanged and reply.version == self.version, f"version {reply.version}")
         expect(reply.env_frames == self.env_frames, f"env_frames {reply.env_frames}")
         self.expect_params(wire.decode_named(reply.parameters), "Pull")
+
+    def pull_bfloat16(self) -> None:
+        """parameters_dtype BFLOAT16: each tensor is the float32 value rounded to the
+        nearest bfloat16, or (a shard that predates the field) the float32 value itself."""
+        exact = self.pulled()
+        request = pb.PullRequest(client_id="c", have_version=-1, parameters_dtype=BF16)
+        reply = self.stub.Pull(request, timeout=30)
+        got = wire.decode_named(reply.parameters)
+        expect(set(got) == set(exact), f"variables {sorted(got)}")
+        for item in reply.parameters:
+            name, dtype = item.name, item.tensor.dtype
+            expect(dtype in (F32, BF16), f"{name}: dtype {dtype}, not FLOAT32 or BFLOAT16")
+            want = exact[name] if dtype == F32 else wire.as_sent(exact[name], BF16)
+            expect(np.array_equal(got[name], want), f"{name}: not the values rounded to bfloat16")
 
     def register_optional(self) -> None:
         """A client_id that never called Register may push (async: applied at once)."""
