@@ -24,7 +24,8 @@ does. Variants:
              (tensors.Packer), the reply parsed by tensors.parse and decoded with
              np.frombuffer over the received bytes (tensors.decode_named)
 
-each with float32 and bfloat16 gradients (parameters always come back float32). Per
+each in three wire modes: float32 both ways, bfloat16 gradients with float32 parameters
+back, and bfloat16 both ways (PushPullRequest.parameters_dtype = BFLOAT16). Per
 variant: `repeats` rounds of `steps` timed steps (after warm-up), rounds interleaved across
 variants so that background load hits them alike; we report the median, min and max of
 the per-round medians and the ratio of medians to `raw` in the same run, and the CPU time
@@ -59,6 +60,7 @@ from ba3c.rundir import RunDir
 from ba3c.sharding import Assignment
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
+from ba3c.v1 import tensor_pb2
 from bench.common import ROOT, stop_process_groups
 from tests.support.models import NATURE_CNN
 
@@ -175,6 +177,14 @@ def model(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return params, grads
 
 
+# wire mode -> (gradients' dtype, the parameters_dtype asked for)
+WIRES = {
+    "float32": ("float32", tensor_pb2.FLOAT32),
+    "bfloat16": ("bfloat16", tensor_pb2.FLOAT32),
+    "bfloat16-both": ("bfloat16", tensor_pb2.BFLOAT16),
+}
+
+
 class Setup:
     """Channels, stubs and pre-built requests for K shards."""
 
@@ -215,7 +225,7 @@ class Setup:
         }
         self.requests = {}
         self.reply_sizes = {}
-        for dtype in ("float32", "bfloat16"):
+        for dtype in WIRES:
             reqs = [self.request(k, dtype).SerializeToString() for k in range(shards)]
             self.requests[dtype] = reqs
             # the real reply size, measured once
@@ -223,12 +233,14 @@ class Setup:
                 len(self.raw_pushpull[k](reqs[k], timeout=60)) for k in range(shards)
             ]
 
-    def request(self, k: int, dtype: str) -> pb.PushPullRequest:
+    def request(self, k: int, wire: str) -> pb.PushPullRequest:
+        grad_dtype, params_dtype = WIRES[wire]
         return pb.PushPullRequest(
             client_id="bench",
             version=0,
             env_frames=0,
-            gradients=tensors.encode_named(self.grad_pieces[k], dtype),
+            gradients=tensors.encode_named(self.grad_pieces[k], grad_dtype),
+            parameters_dtype=params_dtype,
         )
 
     def step(self, variant: str, dtype: str) -> float:
@@ -261,10 +273,13 @@ class Setup:
             list(self.pool.map(one, range(self.shards)))
         return time.perf_counter() - start
 
-    def codec_push(self, k: int, dtype: str) -> dict[str, np.ndarray]:
+    def codec_push(self, k: int, wire: str) -> dict[str, np.ndarray]:
         """One PushPull to shard k the zero-copy way (see the module docstring)."""
-        head = pb.PushPullRequest(client_id="bench", version=0, env_frames=0)
-        data = self.packers[dtype][k].serialize(head, self.grad_pieces[k])
+        grad_dtype, params_dtype = WIRES[wire]
+        head = pb.PushPullRequest(
+            client_id="bench", version=0, env_frames=0, parameters_dtype=params_dtype
+        )
+        data = self.packers[grad_dtype][k].serialize(head, self.grad_pieces[k])
         reply, raw = tensors.parse(self.raw_pushpull[k](data, timeout=60), pb.PushPullResponse)
         return tensors.decode_named(raw)
 
@@ -274,11 +289,7 @@ class Setup:
             c.close()
 
 
-VARIANTS = [
-    (variant, dtype)
-    for dtype in ("float32", "bfloat16")
-    for variant in ("raw", "server", "stub", "codec")
-]
+VARIANTS = [(variant, wire) for wire in WIRES for variant in ("raw", "server", "stub", "codec")]
 
 
 def measure(
@@ -312,7 +323,7 @@ def summarise(shards: int, setup: Setup, per_round: dict, cpu: dict, client: dic
             {
                 "shards": shards,
                 "variant": variant,
-                "grad_dtype": dtype,
+                "wire": dtype,
                 "request_mb": round(sum(len(r) for r in setup.requests[dtype]) / 1e6, 2),
                 "reply_mb": round(sum(setup.reply_sizes[dtype]) / 1e6, 2),
                 "median_ms": round(1e3 * median, 2),
@@ -374,13 +385,13 @@ def breakdown(repeats: int = 15) -> dict[str, float]:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| shards | variant | grads | request MB | reply MB | median ms | min ms | max ms "
+        "| shards | variant | wire | request MB | reply MB | median ms | min ms | max ms "
         "| x raw | server CPU ms/step | caller CPU ms/step |"
     )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['shards']} | {r['variant']} | {r['grad_dtype']} | "
+            f"| {r['shards']} | {r['variant']} | {r['wire']} | "
             f"{r['request_mb']} | {r['reply_mb']} | {r['median_ms']} | {r['min_ms']} | "
             f"{r['max_ms']} | {r['ratio_to_raw']} | {r['server_cpu_ms']} | "
             f"{r['client_cpu_ms']} |"

@@ -101,7 +101,7 @@ def _cpu_ratio(row: dict, raw: dict) -> str:
 
 
 def transport_section(result: dict) -> tuple[list[list], str]:
-    by = {(r["shards"], r["variant"], r["grad_dtype"]): r for r in result["rows"]}
+    by = {(r["shards"], r["variant"], r["wire"]): r for r in result["rows"]}
     rows, targets = [], []
     for shards, dtype in sorted({(k[0], k[2]) for k in by}):
         raw, server, stub = (by[(shards, v, dtype)] for v in ("raw", "server", "stub"))
@@ -127,7 +127,7 @@ def transport_section(result: dict) -> tuple[list[list], str]:
         )
         targets.append(
             [
-                f"PushPull overhead vs raw gRPC, {shards} shard(s), {dtype} grads "
+                f"PushPull overhead vs raw gRPC, {shards} shard(s), wire {dtype} "
                 f"({'zero-copy codec' if learner is not stub else 'protobuf stub'})",
                 f"{overhead:+.0%}",
                 f"< {TARGETS['transport']:.0%}",
@@ -137,7 +137,7 @@ def transport_section(result: dict) -> tuple[list[list], str]:
     table = markdown(
         [
             "shards",
-            "grads",
+            "wire",
             "request / reply MB",
             "raw gRPC ms",
             "shard, pre-serialised ms",
