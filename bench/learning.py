@@ -11,6 +11,9 @@ min/max over the evaluation's episodes) to bench/results/learning.json with the 
 cores and load. Frames are environment frames (agent steps x frame_skip), the unit of
 published Atari curves (the A3C paper, Mnih et al. 2016, plots score against frames), so
 a long run can be laid over them. Not part of `make bench` (minutes to hours).
+
+`--plot PNG` also draws the curve (score against env frames and against minutes) with the
+published reference for the game, where REFERENCES has one (matplotlib: `ba3c[report]`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]
     return Path(run_dir), started, code
 
 
+def _env_of(run_dir: Path) -> str:
+    from ba3c import config as configuration
+
+    return configuration.load(run_dir / "config.toml", environ={}).run.env
+
+
 def table(points: list[dict]) -> str:
     return markdown(
         ["minutes", "env frames", "version", "mean score [min-max]", "episodes"],
@@ -82,6 +91,47 @@ def table(points: list[dict]) -> str:
             for p in points
         ],
     )
+
+
+# Published scores to lay a curve over: (label, env frames, mean score, its +-). RL Zoo's
+# A2C (stable-baselines3, hyperparams/a2c.yml: 16 envs, 5 steps, RMSprop-TF lr 7e-4,
+# 10M agent steps = 40M frames), as its model cards on huggingface.co/sb3 report them.
+REFERENCES = {
+    "PongNoFrameskip-v4": [("RL Zoo A2C, final (sb3/a2c-PongNoFrameskip-v4)", 40e6, 17.1, 2.7)],
+    "BreakoutNoFrameskip-v4": [
+        ("RL Zoo A2C, final (sb3/a2c-BreakoutNoFrameskip-v4)", 40e6, 349.5, 89.7)
+    ],
+}
+
+
+def plot(points: list[dict], env: str, title: str, path: Path) -> None:
+    """Two small panels: evaluation score (mean, min-max band) against env frames, with
+    the references for `env`, and against minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_frames, by_minutes) = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=90, sharey=True)
+    frames = [p["env_frames"] / 1e6 for p in points]
+    minutes = [p["minutes"] for p in points]
+    mean = [p["mean"] for p in points]
+    low, high = [p["min"] for p in points], [p["max"] for p in points]
+    for ax, x, label in ((by_frames, frames, "env frames (M)"), (by_minutes, minutes, "minutes")):
+        ax.fill_between(x, low, high, alpha=0.2, label="evaluation min-max")
+        ax.plot(x, mean, marker=".", label="evaluation mean")
+        ax.set(xlabel=label, ylabel="score")
+        ax.grid(alpha=0.3)
+    for label, ref_frames, score, spread in REFERENCES.get(env, []):
+        by_frames.errorbar(
+            [ref_frames / 1e6], [score], yerr=[spread], fmt="s", color="black", label=label
+        )
+    by_frames.legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         help="Do not train: summarise this run's eval.jsonl.",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "learning.json")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="Also draw the curve here.")
+    parser.add_argument("--title", default="", help="The plot's title (default: the run).")
     args = parser.parse_args(ours)
     if args.from_run is None and (args.minutes is None or args.minutes <= 0):
         parser.error("--minutes must be > 0 (or give --from-run RUN_DIR)")
@@ -133,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {args.out}")
+    if args.plot is not None and points:
+        env = args.env if args.from_run is None else _env_of(run_dir)
+        plot(points, env, args.title or f"{env}: {run_dir.name}", args.plot)
+        print(f"wrote {args.plot}")
     return code
 
 

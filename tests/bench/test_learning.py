@@ -32,9 +32,9 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
     ]
     # the last line is still being written: it must be skipped, not fail the reader
     run_dir.eval_path.write_text("\n".join(lines) + '\n{"version": 9')
-    out = tmp_path / "learning.json"
+    out, png = tmp_path / "learning.json", tmp_path / "curve.png"
     done = subprocess.run(
-        [*LEARNING, "--from-run", str(run_dir.path), "--out", str(out)],
+        [*LEARNING, "--from-run", str(run_dir.path), "--out", str(out), "--plot", str(png)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -49,6 +49,7 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
     ]
     assert report["best_mean"] == -5.0 and report["final_mean"] == -5.0
     assert report["machine_before"]["cores"] >= 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in done.stdout
 
 
 def test_learning_needs_minutes_or_a_run(tmp_path):
