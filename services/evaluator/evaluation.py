@@ -20,6 +20,7 @@ from services.evaluator import videos
 from services.evaluator.play import play_episodes
 from services.evaluator.stats import EvalResult
 
+SIDE_BY_SIDE = 16  # most episodes played at once (one environment each); more wait their turn
 ATARI_FPS = 60.0  # the emulator's frame rate; a video shows one frame per agent step
 OTHER_FPS = 30.0
 
@@ -40,10 +41,11 @@ class Evaluation:
         self.model = models.build_model(
             cfg, self.spec.observation_shape, self.spec.num_actions, self.spec.observation_dtype
         )
-        # one environment per episode, played side by side; only the first one records
+        # episodes are played side by side, up to SIDE_BY_SIDE at once, one environment
+        # each; only the first one records
         self.envs = [
             envs.make_eval_env(cfg, cfg.run.seed, record=i == 0 and video_dir is not None)
-            for i in range(cfg.evaluator.eval_episodes)
+            for i in range(min(cfg.evaluator.eval_episodes, SIDE_BY_SIDE))
         ]
         if video_dir is not None:
             # fail now (EnvError) rather than in the middle of an evaluation
@@ -78,9 +80,7 @@ class Evaluation:
         if self.video_dir is not None:
             recorder = videos.VideoRecorder(self.video_dir, self.fps)
         try:
-            episodes = play_episodes(
-                self.envs, self._policy, self.cfg.run.seed, ev.eval_max_steps, recorder
-            )
+            episodes = self._play(ev.eval_episodes, ev.eval_max_steps, recorder)
         except BaseException:
             if recorder is not None:
                 recorder.discard()
@@ -94,9 +94,7 @@ class Evaluation:
         other: tuple = ()
         if ev.eval_both:  # the other policy, same seeds, no video
             self._greedy = not ev.eval_greedy
-            other = tuple(
-                play_episodes(self.envs, self._policy, self.cfg.run.seed, ev.eval_max_steps)
-            )
+            other = tuple(self._play(ev.eval_episodes, ev.eval_max_steps))
         return EvalResult(
             version=version,
             env_frames=env_frames,
@@ -107,6 +105,22 @@ class Evaluation:
             video=video_name,
             other=other,
         )
+
+    def _play(self, count: int, max_steps: int, sink=None) -> list:
+        """Episodes 0..count-1, side by side in groups of len(self.envs); the first one
+        recorded into `sink`."""
+        episodes = []
+        for first in range(0, count, len(self.envs)):
+            group = self.envs[: min(len(self.envs), count - first)]
+            episodes += play_episodes(
+                group,
+                self._policy,
+                self.cfg.run.seed,
+                max_steps,
+                sink if first == 0 else None,
+                first=first,
+            )
+        return episodes
 
     def _policy(self, observations: np.ndarray, generators) -> list[int]:
         if self._stop is not None and self._stop.is_set():

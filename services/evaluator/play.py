@@ -53,13 +53,14 @@ def play_episodes(
     seed: int,
     max_steps: int,
     sink: FrameSink | None = None,
+    first: int = 0,
 ) -> list[Episode]:
-    """Plays episode i in envs[i], all side by side, each to game over or `max_steps` agent
-    steps; records episode 0 if `sink`. Episode i's games and action samples depend only on
-    (seed, i), not on how many are played beside it."""
+    """Plays episode first + j in envs[j], all side by side, each to game over or
+    `max_steps` agent steps; records envs[0]'s episode if `sink`. Episode i's games and
+    action samples depend only on (seed, i), not on which are played beside it."""
     observations, generators = [], []
     for i, env in enumerate(envs):
-        env_seed, rng = episode_seeds(seed, i)
+        env_seed, rng = episode_seeds(seed, first + i)
         observations.append(env.reset(seed=env_seed))
         generators.append(rng)
     if sink is not None and envs:

@@ -50,6 +50,23 @@ def test_an_episode_plays_the_same_whatever_is_played_beside_it():
     assert len(set(lengths)) > 1, f"the seeds should give different games, got {lengths}"
 
 
+def test_episodes_played_in_groups_are_the_episodes_played_together():
+    cfg = _config("CartPole-v1")
+    together = _play(cfg, 5, 500, LinearPolicy(4, 2))
+    played = [envs.make_eval_env(cfg, cfg.run.seed) for _ in range(2)]
+    try:
+        policy = LinearPolicy(4, 2)
+        groups = []
+        for first in range(0, 5, 2):
+            group = played[: min(2, 5 - first)]
+            groups += play_episodes(group, policy, cfg.run.seed, 500, first=first)
+    finally:
+        for env in played:
+            env.close()
+    assert groups == together
+    assert max(policy.batch_sizes) == 2
+
+
 def test_finished_episodes_leave_the_batch_and_max_steps_cuts_the_rest():
     cfg = _config("CartPole-v1")
     policy = LinearPolicy(4, 2)
