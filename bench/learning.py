@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -67,7 +68,15 @@ def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]
     print("running: ba3c", " ".join(train_args), flush=True)
     command = ba3c_command(*train_args)
     started = time.time()
-    code = subprocess.call(command, cwd=ROOT)
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C: `ba3c train` stops cleanly (it gets the signal too from a terminal; pass
+        # it on in case it was sent to us alone) and the curve so far is still recorded
+        print("\ninterrupted: stopping the run, then recording its curve so far", flush=True)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
     return Path(run_dir), started, code
 
 
