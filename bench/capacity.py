@@ -59,6 +59,7 @@ from bench.common import (
     process_cpu_seconds,
     spread,
     stop_process_groups,
+    write_report,
 )
 from tests.support import ba3c_command, make_run_dir
 from tests.support.models import NATURE_CNN
@@ -475,9 +476,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.time() - started, 1),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

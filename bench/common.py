@@ -7,6 +7,7 @@ machine's cores and load average are recorded with them (see bench/README.md).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -102,3 +103,10 @@ def stop_process_groups(procs: Sequence[subprocess.Popen], grace: float = 20.0) 
             p.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Writes a benchmark's JSON report (creating its folder) and says where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {path}")

@@ -19,7 +19,6 @@ published reference for the game, where REFERENCES has one (matplotlib: `ba3c[re
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ba3c.rundir import RunDir
-from bench.common import RESULTS, ROOT, machine, markdown
+from bench.common import RESULTS, ROOT, machine, markdown, write_report
 from tests.support import ba3c_command
 
 
@@ -191,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_mean": max((p["mean"] for p in points), default=None),
         "final_mean": points[-1]["mean"] if points else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
     if args.plot is not None and points:
         env = args.env if args.from_run is None else _env_of(run_dir)
         plot(points, env, args.title or f"{env}: {run_dir.name}", args.plot)

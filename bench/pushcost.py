@@ -28,7 +28,6 @@ bench/results/pushcost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import struct
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from ba3c import rpc, tensors
 from ba3c.rundir import RunDir
 from ba3c.v1 import paramserver_pb2 as pb
 from bench.capacity import shard_variables
-from bench.common import RESULTS, fmt, machine, markdown, spread
+from bench.common import RESULTS, fmt, machine, markdown, spread, write_report
 from bench.paramserver import ECHO_METHOD, Servers
 
 MODELS = {  # name -> (bench/capacity.py model, fc_neurons, shards the model is split into)
@@ -205,9 +204,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.time() - started, 1),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

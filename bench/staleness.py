@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ba3c.rundir import RunDir
-from bench.common import RESULTS, ROOT, fmt, machine, markdown, spread
+from bench.common import RESULTS, ROOT, fmt, machine, markdown, spread, write_report
 from tests.support import ba3c_command
 
 TARGET = 195.0
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "summary": by,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 
