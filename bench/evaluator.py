@@ -1,4 +1,5 @@
-"""Measures the evaluator's two costs: playing (agent steps/s, with and without recording)
+"""Measures the evaluator's costs: playing (agent steps/s, with and without recording),
+an evaluation's episodes side by side vs one after another (Pong, 5 episodes, CPU seconds),
 and reading parameters (Pull of the whole Nature CNN vs a Pull of an unchanged shard).
 
     .venv/bin/python -m bench.evaluator
@@ -54,6 +55,36 @@ def playing(folder: Path) -> dict[str, float]:
     return out
 
 
+def side_by_side(repeats: int = 3) -> dict[str, list[float]]:
+    """CPU seconds of one Pong evaluation (5 sampled episodes, the initial network), its
+    episodes one at a time (groups of 1) vs side by side; alternated, `repeats` each. The
+    two play the same games (checked)."""
+    from services.evaluator import evaluation
+
+    cfg = configuration.Config()
+    cfg.run.env = "PongNoFrameskip-v4"
+    cfg.evaluator.eval_episodes = 5
+    runs = {}
+    default = evaluation.SIDE_BY_SIDE
+    for label, group in (("one at a time", 1), ("side by side", default)):
+        evaluation.SIDE_BY_SIDE = group  # read when an Evaluation builds its environments
+        runs[label] = evaluation.Evaluation(cfg, None)
+    evaluation.SIDE_BY_SIDE = default
+    weights = models.get_weights(runs["side by side"].model)
+    cpu: dict[str, list[float]] = {label: [] for label in runs}
+    scores = {}
+    for _ in range(repeats):
+        for label, ev in runs.items():
+            before = time.process_time()
+            result = ev.run(weights, 0, 0)
+            cpu[label].append(time.process_time() - before)
+            scores[label] = [(e.score, e.length) for e in result.episodes]
+    assert scores["one at a time"] == scores["side by side"], scores
+    for ev in runs.values():
+        ev.close()
+    return cpu
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished children (ffmpeg), in seconds."""
     total = 0.0
@@ -94,6 +125,7 @@ def pulling(folder: Path) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         play = playing(Path(tmp))
+        grouped = side_by_side()
         pull = pulling(Path(tmp))
     print(f"Breakout, Nature CNN, batch-1 inference, 1 TF thread, {REPEATS} x {STEPS} steps:")
     for label in ("play", "play+record"):
@@ -104,6 +136,11 @@ def main() -> None:
     print(
         f"  recording: x{play['play'] / play['play+record']:.2f} the wall time, "
         f"x{play['play+record cpu'] / play['play cpu']:.2f} the CPU time of playing"
+    )
+    one, side = (statistics.median(grouped[k]) for k in ("one at a time", "side by side"))
+    print(
+        f"Pong evaluation, 5 episodes, initial network: {one:.1f} s CPU one at a time, "
+        f"{side:.1f} s side by side (x{one / side:.2f}; median of {len(grouped['side by side'])})"
     )
     print(
         f"Pull from a real paramserver, {pull['bytes'] / 2**20:.1f} MiB of parameters, "
