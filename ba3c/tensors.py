@@ -80,21 +80,21 @@ def dtype_name(dtype: int) -> str:
 
 def to_bfloat16_bits(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even; NaN stays NaN.
-    Written into `out` (uint16, same shape) if given."""
+    Written into `out` (uint16, same shape, C-contiguous) if given. One compiled pass
+    (`ba3c.compiled`, loaded on first use)."""
     array = np.asarray(array, dtype="<f4", order="C")
-    bits = array.view("<u4")
-    rounded = bits >> 16
-    rounded &= 1
-    rounded += 0x7FFF
-    rounded += bits
-    rounded >>= 16
     if out is None:
         out = np.empty(array.shape, "<u2")
-    np.copyto(out, rounded, casting="unsafe")
-    nan = np.isnan(array)
-    if nan.any():
-        out[nan] = 0x7FC0
+    _bfloat16_rounding()(array.reshape(-1).view("<u4"), out.reshape(-1))
     return out
+
+
+def _bfloat16_rounding():
+    """The compiled rounding pass; importing it loads numba, which only the processes that
+    round to bfloat16 need (not the pools)."""
+    from ba3c.compiled import round_to_bfloat16
+
+    return round_to_bfloat16
 
 
 def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
@@ -295,6 +295,8 @@ class Packer:
             layout.append((name, shape, pos, nbytes))
             pos += nbytes
         self._buffer = np.empty(pos, np.uint8)
+        if self.dtype == pb.BFLOAT16:
+            _bfloat16_rounding()  # loaded now rather than during the first push
         for start, head in heads:
             self._buffer[start : start + len(head)] = np.frombuffer(head, np.uint8)
         self._slots = {

@@ -44,6 +44,35 @@ def test_bfloat16_rounds_to_nearest_even_and_keeps_nan():
     assert back[0] == 1.0 and back[1] == 1 + 2**-6 and np.isnan(back[2])
 
 
+def test_bfloat16_rounding_matches_an_independent_implementation():
+    # ml_dtypes (TensorFlow's bfloat16 type) as the reference: random values over the whole
+    # float32 range, ties, the largest finite float (rounds up to inf), subnormals, zeros
+    import ml_dtypes
+
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    edges = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.4028235e38, 1e-40, -1e-45, 0.0, -0.0]
+    array = np.concatenate([bits.view(np.float32), np.array(edges, np.float32)])
+    array = array[~np.isnan(array)]  # NaN: only "stays NaN" is promised (test above)
+    ours = tensors.to_bfloat16_bits(array)
+    np.testing.assert_array_equal(ours, array.astype(ml_dtypes.bfloat16).view(np.uint16))
+
+
+def test_bfloat16_rounding_writes_into_unaligned_packed_slots():
+    # a Packer's slots start wherever their headers end, at odd byte offsets
+    shapes = {"a": (3,), "b": (2, 5)}
+    rng = np.random.default_rng(4)
+    arrays = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    data = tensors.Packer(shapes, "bfloat16").serialize(psp.PushPullRequest(), arrays)
+    _, raw = tensors.parse(data, psp.PushPullRequest)
+    back = tensors.decode_named(raw)
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(
+            back[name], tensors.from_bfloat16_bits(tensors.to_bfloat16_bits(array))
+        )
+        np.testing.assert_allclose(back[name], array, rtol=2**-8)
+
+
 def test_bytes_are_little_endian_c_order():
     message = tensors.encode(np.array([[1, 2], [3, 4]], np.int32))
     assert message.data == b"".join(i.to_bytes(4, "little") for i in (1, 2, 3, 4))

@@ -17,42 +17,27 @@ no build step in the containers. Every kernel has explicit signatures, compiled 
 module is imported (before a shard publishes its address, so no call waits for a
 compiler): gradients typed as read-only views at any alignment, which is what arrays over
 received bytes are (writable, aligned arrays convert to that type for free), so one
-compiled variant per gradient dtype serves every caller. The 15 variants take a few
-seconds to compile the first time; `cache=True` keeps the machine code beside this file
-(or in numba's user cache directory), and later starts load it in milliseconds.
+compiled variant per gradient dtype serves every caller (`ba3c.compiled.flat`). The 15
+variants take a few seconds to compile the first time; `cache=True` (`ba3c.compiled`) keeps
+the machine code beside this file (or in numba's user cache directory), and later starts
+load it in milliseconds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
+
+# importing ba3c.compiled also compiles (or loads) the bfloat16 rounding of the replies
+from ba3c.compiled import compiled, flat
 
 _F32 = types.float32
 _OWN = types.Array(types.float32, 1, "C")  # the shard's arrays: writable, aligned
 
 
-def _received(dtype) -> types.Array:
-    """A flat array over received bytes: read-only, at whatever alignment it arrived."""
-    return types.Array(dtype, 1, "C", readonly=True, aligned=False)
-
-
-GRADIENTS = [_received(t) for t in (types.float32, types.uint16, types.int16)]
-
-
-def _compiled(signatures):
-    """njit with these signatures, compiled now: no GIL (the optimizer's threads run them
-    in parallel), numpy's error model (vectorised division), and the on-disk cache where
-    there is one."""
-
-    def decorate(fn):
-        try:
-            return njit(signatures, nogil=True, error_model="numpy", cache=True)(fn)
-        except RuntimeError:  # no writable cache directory: compile at every start instead
-            return njit(signatures, nogil=True, error_model="numpy")(fn)
-
-    return decorate
+GRADIENTS = [flat(t) for t in (types.float32, types.uint16, types.int16)]
 
 
 @intrinsic
@@ -92,15 +77,15 @@ def _widen_impl(x):
 def as_kernel_input(g: np.ndarray) -> np.ndarray:
     """A gradient array as the kernels take it: flat float32, uint16 (bfloat16 bits) or
     int16 (float16 bits), a view wherever possible."""
-    flat = g.reshape(-1)
-    if flat.dtype == np.float16:
-        return flat.view(np.int16)
-    if flat.dtype in (np.float32, np.uint16):
-        return flat
-    return flat.astype(np.float32)
+    g = g.reshape(-1)
+    if g.dtype == np.float16:
+        return g.view(np.int16)
+    if g.dtype in (np.float32, np.uint16):
+        return g
+    return g.astype(np.float32)
 
 
-@_compiled([types.boolean(_received(t), t) for t in (types.uint32, types.uint16, types.int16)])
+@compiled([types.boolean(flat(t), t) for t in (types.uint32, types.uint16, types.int16)])
 def _any_exponent_all_ones(bits, mask):
     found = 0
     for i in range(bits.size):
@@ -123,7 +108,7 @@ def all_finite(g: np.ndarray) -> bool:
     return not _any_exponent_all_ones(g.view(view), mask)
 
 
-@_compiled([types.void(_OWN, g, types.boolean) for g in GRADIENTS])
+@compiled([types.void(_OWN, g, types.boolean) for g in GRADIENTS])
 def accumulate(total, g, first):
     """total = g (first push of a sync round) or total += g, widening as it reads."""
     if first:
@@ -134,7 +119,7 @@ def accumulate(total, g, first):
             total[i] += _widen(g[i])
 
 
-@_compiled([types.void(_OWN, g, _OWN, _OWN, *[_F32] * 5) for g in GRADIENTS])
+@compiled([types.void(_OWN, g, _OWN, _OWN, *[_F32] * 5) for g in GRADIENTS])
 def adam(p, g, m, v, scale, one_minus_beta1, one_minus_beta2, alpha, eps):
     """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); p -= m alpha / (sqrt(v) + eps);
     with g = gradient * scale (scale: 1, or 1/N for the mean of a sync round)."""
@@ -147,7 +132,7 @@ def adam(p, g, m, v, scale, one_minus_beta1, one_minus_beta2, alpha, eps):
         p[i] -= mi * alpha / (np.sqrt(vi) + eps)
 
 
-@_compiled([types.void(_OWN, g, _OWN, *[_F32] * 5) for g in GRADIENTS])
+@compiled([types.void(_OWN, g, _OWN, *[_F32] * 5) for g in GRADIENTS])
 def rmsprop(p, g, velocity, scale, rho, one_minus_rho, lr, eps):
     """velocity = rho velocity + (1 - rho) g^2; p -= lr g / sqrt(velocity + eps)."""
     for i in range(p.size):
@@ -157,7 +142,7 @@ def rmsprop(p, g, velocity, scale, rho, one_minus_rho, lr, eps):
         p[i] -= gi * lr / np.sqrt(vi + eps)
 
 
-@_compiled([types.void(_OWN, g, _F32, _F32) for g in GRADIENTS])
+@compiled([types.void(_OWN, g, _F32, _F32) for g in GRADIENTS])
 def sgd(p, g, scale, lr):
     """p -= lr g."""
     for i in range(p.size):
