@@ -26,7 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.slurm.cluster import Cluster, ClusterError, free_ports, wait_for_job_end
+from tests.slurm.cluster import (
+    NODE_LINE,
+    Cluster,
+    ClusterError,
+    daemon,
+    free_ports,
+    munge_works,
+    slurm_conf,
+    wait_for_job_end,
+)
 from tests.slurm.cluster import check_host as check_slurm
 from tests.support import wait_for
 
@@ -47,51 +56,6 @@ MUNGED_PID = STATE / "munge" / "munged.pid"
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_MARK = "# ba3c multihost tests"
 CPUS_PER_NODE = 16
-
-CONF = """\
-ClusterName=ba3cmultihost
-SlurmctldHost=localhost({bridge})
-SlurmctldPort={ctld_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={munge_socket}
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SwitchType=switch/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SlurmdParameters=config_overrides
-ReturnToService=2
-MailProg=/bin/true
-SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1,bf_resolution=1
-StateSaveLocation={tmp}/spool/ctld
-SlurmdSpoolDir={tmp}/spool/d/%n
-SlurmctldPidFile={state}/slurmctld.pid
-SlurmdPidFile={tmp}/run/slurmd-%n.pid
-SlurmctldLogFile={tmp}/log/slurmctld.log
-SlurmdLogFile={tmp}/log/slurmd-%n.log
-InactiveLimit=0
-KillWait=30
-MinJobAge=300
-SlurmctldTimeout=30
-# Links go down in the fault tests for a few seconds: far less than this.
-SlurmdTimeout=120
-MessageTimeout=20
-Waittime=0
-{nodes}
-PartitionName=hosts Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
-"""
-NODE_LINE = (
-    "NodeName={name} NodeHostname={hostname} NodeAddr={address} Port={port} CPUs={cpus} "
-    "Boards=1 SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory=16000 "
-    "State=UNKNOWN"
-)
 
 
 @dataclass(frozen=True)
@@ -313,27 +277,6 @@ class MultiHostCluster(Cluster):
             raise errors[0]
 
 
-def _daemon(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        args,
-        stdout=open(log, "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-
-
-def _munge_works(env: dict[str, str]) -> bool:
-    socket_flag = f"--socket={MUNGE_SOCKET}"
-    enc = subprocess.run(["munge", socket_flag, "-n"], capture_output=True)
-    if enc.returncode != 0:
-        return False
-    return (
-        subprocess.run(["unmunge", socket_flag], input=enc.stdout, capture_output=True).returncode
-        == 0
-    )
-
-
 def _start_munged(cluster: MultiHostCluster) -> None:
     """A munged of our own, on its own socket, with the machine's key."""
     if not Path("/etc/munge/munge.key").exists():
@@ -342,7 +285,7 @@ def _start_munged(cluster: MultiHostCluster) -> None:
         ["install", "-d", "-o", "munge", "-g", "munge", "-m755", str(MUNGE_SOCKET.parent)],
         check=True,
     )
-    cluster.daemons["munged"] = _daemon(
+    cluster.daemons["munged"] = daemon(
         [
             "runuser",
             "-u",
@@ -358,17 +301,47 @@ def _start_munged(cluster: MultiHostCluster) -> None:
         cluster.tmp / "log" / "munged.out",
         cluster.env,
     )
-    wait_for(lambda: _munge_works(cluster.env), 30, f"munged on {MUNGE_SOCKET}", interval=0.2)
+    wait_for(lambda: munge_works(MUNGE_SOCKET), 30, f"munged on {MUNGE_SOCKET}", interval=0.2)
 
 
 def _start_slurmd(cluster: MultiHostCluster, node: Node) -> None:
     """slurmd inside the host's namespace, with the host's own hostname (new UTS namespace).
     `nsenter`, `unshare` and `sh` all exec: the Popen's pid is slurmd's."""
     script = f"hostname {node.host.name} && exec slurmd -D -N {node.name} -f {cluster.conf}"
-    cluster.daemons[node.name] = _daemon(
+    cluster.daemons[node.name] = daemon(
         [*node.host.enter(), "unshare", "--uts", "sh", "-c", script],
         cluster.tmp / "log" / f"{node.name}.out",
         cluster.env,
+    )
+
+
+def _namespace_hosts_conf(tmp: Path, ctld_port: int) -> str:
+    return slurm_conf(
+        tmp,
+        {
+            "ClusterName": "ba3cmultihost",
+            "SlurmctldHost": f"localhost({BRIDGE_ADDRESS})",
+            "SlurmctldPort": str(ctld_port),
+            "AuthInfo": f"socket={MUNGE_SOCKET}",
+            "SlurmctldPidFile": f"{STATE}/slurmctld.pid",
+            # Links go down in the fault tests for a few seconds: far less than this.
+            "SlurmdTimeout": "120",
+            "MessageTimeout": "20",
+        },
+        [
+            NODE_LINE.format(
+                name=n.name,
+                hostname=n.host.name,
+                address=n.host.address,
+                port=n.port,
+                cpus=CPUS_PER_NODE,
+            )
+            for n in NODES
+        ],
+        [
+            f"PartitionName=hosts Nodes={','.join(n.name for n in NODES)} Default=YES "
+            "MaxTime=INFINITE State=UP OverSubscribe=NO"
+        ],
     )
 
 
@@ -382,33 +355,14 @@ def start(tmp: Path) -> MultiHostCluster:
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     (ctld_port,) = free_ports(1)
     conf = tmp / "slurm.conf"
-    conf.write_text(
-        CONF.format(
-            bridge=BRIDGE_ADDRESS,
-            ctld_port=ctld_port,
-            munge_socket=MUNGE_SOCKET,
-            tmp=tmp,
-            state=STATE,
-            names=",".join(n.name for n in NODES),
-            nodes="\n".join(
-                NODE_LINE.format(
-                    name=n.name,
-                    hostname=n.host.name,
-                    address=n.host.address,
-                    port=n.port,
-                    cpus=CPUS_PER_NODE,
-                )
-                for n in NODES
-            ),
-        )
-    )
+    conf.write_text(_namespace_hosts_conf(tmp, ctld_port))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     cluster = MultiHostCluster(tmp=tmp, conf=conf, env=env)
     try:
         build_network()
         write_hosts_lines(list(HOSTS))
         _start_munged(cluster)
-        cluster.daemons["slurmctld"] = _daemon(
+        cluster.daemons["slurmctld"] = daemon(
             ["slurmctld", "-D", "-f", str(conf)], tmp / "log" / "slurmctld.out", env
         )
         wait_for(

@@ -23,56 +23,83 @@ CPUS_PER_NODE = 16
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
-CONF = """\
-ClusterName=ba3ctest
-SlurmctldHost=localhost
-SlurmctldPort={ctld_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SwitchType=switch/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SlurmdParameters=config_overrides
-ReturnToService=2
-MailProg=/bin/true
-SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1,bf_resolution=1
-# Preemption as sites set it up for checkpointing jobs: a job in `urgent` requeues one in
-# `debug`, which first gets its --signal (preempt_send_user_signal) and GraceTime to stop.
-PreemptType=preempt/partition_prio
-PreemptMode=REQUEUE
-SlurmctldParameters=preempt_send_user_signal
-StateSaveLocation={tmp}/spool/ctld
-SlurmdSpoolDir={tmp}/spool/d/%n
-SlurmctldPidFile={tmp}/run/slurmctld.pid
-SlurmdPidFile={tmp}/run/slurmd-%n.pid
-SlurmctldLogFile={tmp}/log/slurmctld.log
-SlurmdLogFile={tmp}/log/slurmd-%n.log
-InactiveLimit=0
-# Time between SIGTERM and SIGKILL when a job ends: paramservers checkpoint in between.
-KillWait=30
-MinJobAge=300
-SlurmctldTimeout=30
-SlurmdTimeout=60
-Waittime=0
-{nodes}
-PartitionName=debug Nodes=node[1-{n}] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO \
-PriorityTier=1 GraceTime=60
-PartitionName=urgent Nodes=node[1-{n}] MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=2 \
-PreemptMode=OFF
-"""
+# Settings every test cluster shares (one-host here, namespace hosts in tests/multihost);
+# each harness adds its own: ports, paths, partitions, timeouts.
+BASE_SETTINGS = {
+    "SlurmUser": "root",
+    "SlurmdUser": "root",
+    "AuthType": "auth/munge",
+    "CredType": "cred/munge",
+    "MpiDefault": "none",
+    "ProctrackType": "proctrack/linuxproc",
+    "TaskPlugin": "task/none",
+    "JobAcctGatherType": "jobacct_gather/none",
+    "AccountingStorageType": "accounting_storage/none",
+    "SwitchType": "switch/none",
+    "SelectType": "select/cons_tres",
+    "SelectTypeParameters": "CR_Core",
+    "SlurmdParameters": "config_overrides",
+    "ReturnToService": "2",
+    "MailProg": "/bin/true",
+    "SchedulerType": "sched/backfill",
+    "SchedulerParameters": "bf_interval=1,bf_resolution=1",
+    "SlurmdSpoolDir": "{tmp}/spool/d/%n",
+    "StateSaveLocation": "{tmp}/spool/ctld",
+    "SlurmdPidFile": "{tmp}/run/slurmd-%n.pid",
+    "SlurmctldLogFile": "{tmp}/log/slurmctld.log",
+    "SlurmdLogFile": "{tmp}/log/slurmd-%n.log",
+    "InactiveLimit": "0",
+    # Time between SIGTERM and SIGKILL when a job ends: paramservers checkpoint in between.
+    "KillWait": "30",
+    "MinJobAge": "300",
+    "SlurmctldTimeout": "30",
+    "Waittime": "0",
+}
 NODE_LINE = (
-    "NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
+    "NodeName={name} NodeHostname={hostname} NodeAddr={address} Port={port} CPUs={cpus} "
     "Boards=1 SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory=16000 "
     "State=UNKNOWN"
 )
+
+
+def slurm_conf(tmp: Path, settings: dict[str, str], nodes: list[str], partitions: list[str]) -> str:
+    """slurm.conf: BASE_SETTINGS with `settings` over them ({tmp} filled in), then the
+    node lines (NODE_LINE) and partition lines."""
+    merged = {**BASE_SETTINGS, **settings}
+    lines = [f"{key}={value.format(tmp=tmp)}" for key, value in merged.items()]
+    return "\n".join([*lines, *nodes, *partitions]) + "\n"
+
+
+def _one_host_conf(tmp: Path, ctld_port: int, node_ports: list[int]) -> str:
+    n = len(NODES)
+    return slurm_conf(
+        tmp,
+        {
+            "ClusterName": "ba3ctest",
+            "SlurmctldHost": "localhost",
+            "SlurmctldPort": str(ctld_port),
+            "SlurmctldPidFile": "{tmp}/run/slurmctld.pid",
+            "SlurmdTimeout": "60",
+            # Preemption as sites set it up for checkpointing jobs: a job in `urgent` requeues
+            # one in `debug`, which first gets its --signal (preempt_send_user_signal) and
+            # GraceTime to stop.
+            "PreemptType": "preempt/partition_prio",
+            "PreemptMode": "REQUEUE",
+            "SlurmctldParameters": "preempt_send_user_signal",
+        },
+        [
+            NODE_LINE.format(
+                name=name, hostname="localhost", address="127.0.0.1", port=port, cpus=CPUS_PER_NODE
+            )
+            for name, port in zip(NODES, node_ports, strict=True)
+        ],
+        [
+            f"PartitionName=debug Nodes=node[1-{n}] Default=YES MaxTime=INFINITE State=UP "
+            "OverSubscribe=NO PriorityTier=1 GraceTime=60",
+            f"PartitionName=urgent Nodes=node[1-{n}] MaxTime=INFINITE State=UP "
+            "OverSubscribe=NO PriorityTier=2 PreemptMode=OFF",
+        ],
+    )
 
 
 class ClusterError(RuntimeError):
@@ -116,11 +143,15 @@ def ensure_hosts(names=NODES, hosts=Path("/etc/hosts")) -> None:
             f.write(f"127.0.0.1 {' '.join(missing)}  # ba3c Slurm tests\n")
 
 
-def munge_works() -> bool:
-    enc = subprocess.run(["munge", "-n"], capture_output=True)
+def munge_works(socket: Path | None = None) -> bool:
+    """A credential made by `munge` is accepted by `unmunge` (on `socket`, else the
+    default one)."""
+    flags = [f"--socket={socket}"] if socket else []
+    enc = subprocess.run(["munge", *flags, "-n"], capture_output=True)
     if enc.returncode != 0:
         return False
-    return subprocess.run(["unmunge"], input=enc.stdout, capture_output=True).returncode == 0
+    decoded = subprocess.run(["unmunge", *flags], input=enc.stdout, capture_output=True)
+    return decoded.returncode == 0
 
 
 @dataclass
@@ -180,11 +211,12 @@ class Cluster:
                 proc.wait(5)
 
 
-def _daemon(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def daemon(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A daemon in the foreground, our child in a session of its own, output to `log`."""
     return subprocess.Popen(
         args,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
     )
@@ -198,12 +230,8 @@ def start(tmp: Path) -> Cluster:
     for sub in ("spool/ctld", "spool/d", "run", "log"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     ctld_port, *node_ports = free_ports(1 + len(NODES))
-    nodes = "\n".join(
-        NODE_LINE.format(name=n, port=p, cpus=CPUS_PER_NODE)
-        for n, p in zip(NODES, node_ports, strict=True)
-    )
     conf = tmp / "slurm.conf"
-    conf.write_text(CONF.format(ctld_port=ctld_port, tmp=tmp, nodes=nodes, n=len(NODES)))
+    conf.write_text(_one_host_conf(tmp, ctld_port, node_ports))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     cluster = Cluster(tmp=tmp, conf=conf, env=env)
     try:
@@ -216,13 +244,13 @@ def start(tmp: Path) -> Cluster:
                     os.chmod(d, 0o700)
             if not Path("/etc/munge/munge.key").exists():
                 subprocess.run(["runuser", "-u", "munge", "--", "mungekey", "--create"], check=True)
-            cluster.daemons["munged"] = _daemon(
+            cluster.daemons["munged"] = daemon(
                 ["runuser", "-u", "munge", "--", "munged", "--foreground"],
                 tmp / "log" / "munged.out",
                 env,
             )
             wait_for(munge_works, 30, "munged to answer on " + str(MUNGE_SOCKET), interval=0.2)
-        cluster.daemons["slurmctld"] = _daemon(
+        cluster.daemons["slurmctld"] = daemon(
             ["slurmctld", "-D", "-f", str(conf)], tmp / "log" / "slurmctld.out", env
         )
         wait_for(
@@ -232,7 +260,7 @@ def start(tmp: Path) -> Cluster:
             interval=0.2,
         )
         for name in NODES:
-            cluster.daemons[name] = _daemon(
+            cluster.daemons[name] = daemon(
                 ["slurmd", "-D", "-N", name, "-f", str(conf)], tmp / "log" / f"{name}.out", env
             )
         wait_for(
