@@ -50,6 +50,10 @@ def read_curve(run_dir: Path, started: float) -> list[dict]:
     return points
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]:
     """Runs `ba3c train`; returns its run directory, start time and exit code."""
     run_dir = args.run_dir or ROOT / "runs" / f"bench-learning-{datetime.now():%Y%m%d-%H%M%S}"
@@ -68,11 +72,16 @@ def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]
     command = ba3c_command(*train_args)
     started = time.time()
     proc = subprocess.Popen(command, cwd=ROOT)
+    # Ctrl-C and `kill` both stop the run and still record its curve. Both handlers are set
+    # here because a shell starts background commands (`... &`) with SIGINT ignored, and
+    # Python then raises nothing for it.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        # Ctrl-C: `ba3c train` stops cleanly (it gets the signal too from a terminal; pass
-        # it on in case it was sent to us alone) and the curve so far is still recorded
+        # `ba3c train` stops in order on SIGINT (it gets it too from a terminal; pass it on
+        # in case it was sent to us alone)
         print("\ninterrupted: stopping the run, then recording its curve so far", flush=True)
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
