@@ -1,6 +1,8 @@
 """Breakout across four hosts under real Slurm, in sync mode: two shards holding halves of
 the fc kernel on ba3c-h1, two learners on ba3c-h2, a pool each on ba3c-h3 and ba3c-h4, the
-recording evaluator on host 4. One job, shared by this module's tests in order."""
+recording evaluator on host 4. The learners ask for their parameters as bfloat16 (the
+evaluator for float32, from the same shards). One job, shared by this module's tests in
+order."""
 
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ BREAKOUT = [
     *("-e", "ALE/Breakout-v5", "--fc_splits", "2", "--batch_size", "16"),
     *("--simulator_procs", "4", "--record_node", "--eval_every", "5"),
     *("--eval_episodes", "1", "--eval_max_steps", "100", "--save_every", "0"),
+    *("--params_dtype", "bfloat16"),
     *("--rpc_timeout", str(RPC_TIMEOUT), "--sync_timeout", str(SYNC_TIMEOUT)),
 ]
 FAILURES = exposed(learner_metrics.PUSHPULL_FAILURES)
 TRAIN_STEPS = exposed(learner_metrics.TRAIN_STEPS)
+PUSHPULL_BYTES = exposed(learner_metrics.PUSHPULL_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,9 @@ def failures(job: RunningJob, learner: int) -> float:
     return job.metric("learner", FAILURES, learner)
 
 
-def test_breakout_trains_the_split_fc_kernel_on_both_shards_and_records_a_video(breakout):
+def test_breakout_trains_the_split_fc_kernel_on_both_shards_in_bfloat16_and_records_a_video(
+    breakout,
+):
     statuses = wait_for(
         lambda: (s := [breakout.shard(k) for k in (0, 1)]) and all(x.version >= 3 for x in s) and s,
         120,
@@ -70,6 +76,12 @@ def test_breakout_trains_the_split_fc_kernel_on_both_shards_and_records_a_video(
         interval=0.5,
     )
     assert videos[0].stat().st_size > 0
+    # float32 gradients out, bfloat16 parameters back: the replies are about half the
+    # requests' bytes (float32 replies would be about the same size)
+    for i in range(LEARNERS):
+        sent = breakout.metric("learner", PUSHPULL_BYTES, i, direction="sent")
+        received = breakout.metric("learner", PUSHPULL_BYTES, i, direction="received")
+        assert sent > 0 and 0.25 < received / sent < 0.6, (i, sent, received)
 
 
 def train_step_interval(job: RunningJob, steps: int = 3) -> float:
