@@ -85,6 +85,12 @@ def to_bfloat16_bits(array: np.ndarray, out: np.ndarray | None = None) -> np.nda
     array = np.asarray(array, dtype="<f4", order="C")
     if out is None:
         out = np.empty(array.shape, "<u2")
+    elif out.shape != array.shape or out.dtype != np.dtype("<u2") or not out.flags.c_contiguous:
+        # the compiled pass writes by index: a wrong `out` must not be written at all
+        raise TensorError(
+            f"out must be C-contiguous uint16 of shape {list(array.shape)}, got "
+            f"{out.dtype} {list(out.shape)}"
+        )
     _bfloat16_rounding()(array.reshape(-1).view("<u4"), out.reshape(-1))
     return out
 

@@ -73,6 +73,15 @@ def test_bfloat16_rounding_writes_into_unaligned_packed_slots():
         np.testing.assert_allclose(back[name], array, rtol=2**-8)
 
 
+def test_bfloat16_rounding_refuses_an_out_array_it_cannot_fill_exactly():
+    array = np.ones((2, 3), np.float32)
+    for out in (np.zeros(5, np.uint16), np.zeros((3, 2), np.uint16).T, np.zeros((2, 3), np.int32)):
+        before = out.copy()
+        with pytest.raises(TensorError, match="out must be C-contiguous uint16"):
+            tensors.to_bfloat16_bits(array, out=out)
+        np.testing.assert_array_equal(out, before)
+
+
 def test_bytes_are_little_endian_c_order():
     message = tensors.encode(np.array([[1, 2], [3, 4]], np.int32))
     assert message.data == b"".join(i.to_bytes(4, "little") for i in (1, 2, 3, 4))
