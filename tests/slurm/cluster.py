@@ -4,6 +4,9 @@ Every node is this host (127.0.0.1) with its own slurmd port, so a heterogeneous
 components land on different node names while all processes share the machine. Daemons run
 in the foreground as our children and are stopped by PID. Needs root on Debian with the
 packages from tests/system-deps.sh; anywhere else `start` raises ClusterError saying why.
+
+The slurm.conf settings, node line, daemon start and munge check here are also those of
+the namespace-host cluster (tests/multihost/cluster.py), which adds only its differences.
 """
 
 from __future__ import annotations
@@ -143,10 +146,10 @@ def ensure_hosts(names=NODES, hosts=Path("/etc/hosts")) -> None:
             f.write(f"127.0.0.1 {' '.join(missing)}  # ba3c Slurm tests\n")
 
 
-def munge_works(socket: Path | None = None) -> bool:
-    """A credential made by `munge` is accepted by `unmunge` (on `socket`, else the
+def munge_works(munge_socket: Path | None = None) -> bool:
+    """A credential made by `munge` is accepted by `unmunge` (on `munge_socket`, else the
     default one)."""
-    flags = [f"--socket={socket}"] if socket else []
+    flags = [f"--socket={munge_socket}"] if munge_socket else []
     enc = subprocess.run(["munge", *flags, "-n"], capture_output=True)
     if enc.returncode != 0:
         return False
