@@ -110,15 +110,73 @@ def table(points: list[dict]) -> str:
     )
 
 
-# Published scores to lay a curve over: (label, env frames, mean score, its +-). RL Zoo's
-# A2C (stable-baselines3, hyperparams/a2c.yml: 16 envs, 5 steps, RMSprop-TF lr 7e-4,
-# 10M agent steps = 40M frames), as its model cards on huggingface.co/sb3 report them.
-REFERENCES = {
-    "PongNoFrameskip-v4": [("RL Zoo A2C, final (sb3/a2c-PongNoFrameskip-v4)", 40e6, 17.1, 2.7)],
+# Published scores to lay a curve over: (label, [(env frames, mean score), ...], the +- of a
+# single final score or None). Frames are 4 x the agent steps these sources count.
+# - RL Zoo's A2C (stable-baselines3, hyperparams/a2c.yml: 16 envs, 5 steps, RMSprop-TF lr
+#   7e-4, 10M agent steps), its final score as its model cards on huggingface.co/sb3 report it.
+# - RLlib's published runs (github.com/ray-project/rl-experiments): A2C on Breakout (5 workers
+#   x 5 envs, RMSProp lr 7e-4; atari-a2c/, commit d67bd82) and IMPALA on Pong (32 workers x 5
+#   envs, lr 5e-4, batch 1000, a 42x42 network tuned for wall-clock; pong-speedrun/
+#   pong-impala-lowlatency-32, commit b58bd84): episode_reward_mean (sampled actions, whole
+#   games) read from each run's progress.csv at the first row past each point.
+REFERENCES: dict[str, list[tuple[str, list[tuple[float, float]], float | None]]] = {
+    "PongNoFrameskip-v4": [
+        ("RL Zoo A2C, final (sb3/a2c-PongNoFrameskip-v4)", [(40e6, 17.1)], 2.7),
+        (
+            "RLlib IMPALA, 32 workers (rl-experiments)",
+            [
+                (1e6, -20.4),
+                (2e6, -20.2),
+                (4e6, -20.2),
+                (6e6, -19.8),
+                (8e6, -19.2),
+                (10e6, -18.4),
+                (12e6, -15.3),
+                (14e6, -9.4),
+                (16e6, 14.1),
+                (20e6, 18.2),
+                (24e6, 18.2),
+            ],
+            None,
+        ),
+    ],
     "BreakoutNoFrameskip-v4": [
-        ("RL Zoo A2C, final (sb3/a2c-BreakoutNoFrameskip-v4)", 40e6, 349.5, 89.7)
+        ("RL Zoo A2C, final (sb3/a2c-BreakoutNoFrameskip-v4)", [(40e6, 349.5)], 89.7),
+        (
+            "RLlib A2C, 5x5 envs (rl-experiments)",
+            [
+                (1e6, 8.8),
+                (2e6, 14.9),
+                (4e6, 23.3),
+                (6e6, 46.2),
+                (8e6, 74.7),
+                (10e6, 137.5),
+                (12e6, 176.3),
+                (14e6, 243.9),
+                (16e6, 293.6),
+                (20e6, 302.6),
+                (24e6, 334.1),
+                (32e6, 370.2),
+                (40e6, 376.6),
+            ],
+            None,
+        ),
     ],
 }
+
+
+def reference_at(env: str, frames: float) -> list[tuple[str, float]]:
+    """Each reference curve's score at `frames` (linear between its points; None past its
+    ends), for a table beside a run's own score."""
+    out = []
+    for label, points, _ in REFERENCES.get(env, []):
+        if len(points) < 2 or not points[0][0] <= frames <= points[-1][0]:
+            continue
+        for (f0, s0), (f1, s1) in zip(points, points[1:], strict=False):
+            if f0 <= frames <= f1:
+                out.append((label, s0 + (s1 - s0) * (frames - f0) / (f1 - f0)))
+                break
+    return out
 
 
 def plot(points: list[dict], env: str, title: str, path: Path) -> None:
@@ -139,10 +197,12 @@ def plot(points: list[dict], env: str, title: str, path: Path) -> None:
         ax.plot(x, mean, marker=".", label="evaluation mean")
         ax.set(xlabel=label, ylabel="score")
         ax.grid(alpha=0.3)
-    for label, ref_frames, score, spread in REFERENCES.get(env, []):
-        by_frames.errorbar(
-            [ref_frames / 1e6], [score], yerr=[spread], fmt="s", color="black", label=label
-        )
+    for label, ref, spread in REFERENCES.get(env, []):
+        x, y = [f / 1e6 for f, _ in ref], [score for _, score in ref]
+        if len(ref) == 1:
+            by_frames.errorbar(x, y, yerr=[spread], fmt="s", color="black", label=label)
+        else:
+            by_frames.plot(x, y, "--", color="gray", linewidth=1, label=label)
     by_frames.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -186,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         "wall-clock and environment frames\n"
     )
     print(table(points) if points else "(no evaluation finished: eval.jsonl is empty)")
+    env = args.env if args.from_run is None else _env_of(run_dir)
+    at_last = reference_at(env, points[-1]["env_frames"]) if points else []
+    for label, score in at_last:
+        print(
+            f"at the last evaluation's {points[-1]['env_frames'] / 1e6:.1f}M frames: "
+            f"{points[-1]['mean']:.1f} here, {score:.1f} for {label}"
+        )
     report = {
         "benchmark": "learning speed",
         "env": args.env if args.from_run is None else None,
@@ -198,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "curve": points,
         "best_mean": max((p["mean"] for p in points), default=None),
         "final_mean": points[-1]["mean"] if points else None,
+        "references_at_final_frames": dict(at_last),
     }
     write_report(args.out, report)
     if args.plot is not None and points:
-        env = args.env if args.from_run is None else _env_of(run_dir)
         plot(points, env, args.title or f"{env}: {run_dir.name}", args.plot)
         print(f"wrote {args.plot}")
     return code

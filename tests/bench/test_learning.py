@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT, make_run_dir
 
 LEARNING = [sys.executable, "-m", "bench.learning"]
@@ -28,7 +30,7 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
                 "time": started + 60 * minutes,
             }
         )
-        for v, f, m, minutes in ((10, 4000, -21.0, 1), (500, 200_000, -5.0, 30))
+        for v, f, m, minutes in ((10, 4000, -21.0, 1), (500, 12_000_000, -5.0, 30))
     ]
     # the last line is still being written: it must be skipped, not fail the reader
     run_dir.eval_path.write_text("\n".join(lines) + '\n{"version": 9')
@@ -41,12 +43,17 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "| 30.0 | 200,000 | 500 | -5.0 [-6--4] | 3 |" in done.stdout
+    assert "| 30.0 | 12,000,000 | 500 | -5.0 [-6--4] | 3 |" in done.stdout
+    # beside the published curve at the same frames (RLlib's IMPALA: -15.3 at 12M frames)
+    assert "12.0M frames: -5.0 here, -15.3 for RLlib IMPALA" in done.stdout
     report = json.loads(out.read_text())
     assert [(p["minutes"], p["env_frames"], p["mean"]) for p in report["curve"]] == [
         (1.0, 4000, -21.0),
-        (30.0, 200_000, -5.0),
+        (30.0, 12_000_000, -5.0),
     ]
+    assert report["references_at_final_frames"] == {
+        "RLlib IMPALA, 32 workers (rl-experiments)": -15.3
+    }
     assert report["best_mean"] == -5.0 and report["final_mean"] == -5.0
     assert report["machine_before"]["cores"] >= 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in done.stdout
@@ -71,3 +78,18 @@ def test_learning_needs_minutes_or_a_run(tmp_path):
     )
     assert done.returncode == 2
     assert "is not a run directory (no config.toml)" in done.stderr
+
+
+def test_a_reference_curve_is_read_between_its_points_and_not_past_its_ends():
+    from bench.learning import REFERENCES, reference_at
+
+    ((label, score),) = reference_at("BreakoutNoFrameskip-v4", 5e6)  # between 4M and 6M
+    assert label.startswith("RLlib A2C") and score == pytest.approx((23.3 + 46.2) / 2)
+    assert reference_at("BreakoutNoFrameskip-v4", 0.5e6) == []  # before its first point
+    assert reference_at("PongNoFrameskip-v4", 30e6) == []  # past its last
+    assert reference_at("CartPole-v1", 1e6) == []
+    for refs in REFERENCES.values():
+        for _, points, spread in refs:
+            frames = [f for f, _ in points]
+            assert frames == sorted(set(frames)), "a curve's frames must increase"
+            assert (spread is None) == (len(points) > 1)
