@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -165,6 +166,48 @@ REFERENCES: dict[str, list[tuple[str, list[tuple[float, float]], float | None]]]
 }
 
 
+@dataclass(frozen=True)
+class Target:
+    """A score an evaluation mean must pass within so many minutes of a run."""
+
+    score: float
+    strict: bool  # above `score` (True) or at least `score`
+    minutes: float
+
+    def describe(self) -> str:
+        how = "above" if self.strict else "at least"
+        return f"{how} {self.score:g} within {self.minutes:g} minutes"
+
+    def reached(self, mean: float) -> bool:
+        return mean > self.score if self.strict else mean >= self.score
+
+
+# Issue 18's targets for the defaults on a 2-core machine (each to be met in two runs).
+TARGETS = {
+    "PongNoFrameskip-v4": Target(0.0, strict=True, minutes=90.0),
+    "BreakoutNoFrameskip-v4": Target(50.0, strict=False, minutes=60.0),
+}
+
+
+def first_reaching(points: list[dict], target: Target) -> dict | None:
+    """The first evaluation whose mean reaches `target`, whenever it came."""
+    return next((p for p in points if target.reached(p["mean"])), None)
+
+
+def target_verdict(points: list[dict], target: Target) -> tuple[bool, str]:
+    """(met, one line saying when it was reached or how close the run came)."""
+    first = first_reaching(points, target)
+    met = first is not None and first["minutes"] <= target.minutes
+    if first is not None:
+        when = (
+            f"first at {first['minutes']:.1f} min, {first['env_frames'] / 1e6:.2f}M frames "
+            f"({first['mean']:g})"
+        )
+    else:
+        when = f"best {max((p['mean'] for p in points), default=float('nan')):g}"
+    return met, f"target: {target.describe()}: {'met' if met else 'MISSED'}, {when}"
+
+
 def reference_at(env: str, frames: float) -> list[tuple[str, float]]:
     """Each reference curve's score at `frames` (linear between its points; None past its
     ends), for a table beside a run's own score."""
@@ -253,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             f"at the last evaluation's {points[-1]['env_frames'] / 1e6:.1f}M frames: "
             f"{points[-1]['mean']:.1f} here, {score:.1f} for {label}"
         )
+    target = TARGETS.get(env)
+    met = None
+    if target is not None and points:
+        met, line = target_verdict(points, target)
+        print(line)
     report = {
         "benchmark": "learning speed",
         "env": args.env if args.from_run is None else None,
@@ -266,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_mean": max((p["mean"] for p in points), default=None),
         "final_mean": points[-1]["mean"] if points else None,
         "references_at_final_frames": dict(at_last),
+        "target": None if target is None else {"describe": target.describe(), "met": met},
     }
     write_report(args.out, report)
     if args.plot is not None and points:

@@ -51,6 +51,9 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
         (1.0, 4000, -21.0),
         (30.0, 12_000_000, -5.0),
     ]
+    # Pong's target (issue 18): above 0 within 90 minutes; this run never got there
+    assert "target: above 0 within 90 minutes: MISSED, best -5" in done.stdout
+    assert report["target"] == {"describe": "above 0 within 90 minutes", "met": False}
     assert report["references_at_final_frames"] == {
         "RLlib IMPALA, 32 workers (rl-experiments)": -15.3
     }
@@ -93,3 +96,25 @@ def test_a_reference_curve_is_read_between_its_points_and_not_past_its_ends():
             frames = [f for f, _ in points]
             assert frames == sorted(set(frames)), "a curve's frames must increase"
             assert (spread is None) == (len(points) > 1)
+
+
+def test_a_target_is_met_only_by_an_evaluation_past_it_within_its_minutes():
+    from bench.learning import TARGETS, Target, target_verdict
+
+    def run(*means_at):
+        return [{"minutes": m, "env_frames": int(m * 1e5), "mean": v} for m, v in means_at]
+
+    pong, breakout = TARGETS["PongNoFrameskip-v4"], TARGETS["BreakoutNoFrameskip-v4"]
+    assert target_verdict(run((10, -21.0), (70, 0.0)), pong) == (
+        False,
+        "target: above 0 within 90 minutes: MISSED, best 0",  # 0 is not above 0
+    )
+    assert target_verdict(run((10, -21.0), (78, 0.6), (89, 3.2)), pong) == (
+        True,
+        "target: above 0 within 90 minutes: met, first at 78.0 min, 7.80M frames (0.6)",
+    )
+    met, line = target_verdict(run((30, 49.8), (55, 50.0)), breakout)  # 50 or more
+    assert met and "first at 55.0 min" in line
+    met, line = target_verdict(run((30, 12.0), (61, 80.0)), breakout)  # too late
+    assert not met and line.endswith("MISSED, first at 61.0 min, 6.10M frames (80)")
+    assert Target(1.0, strict=False, minutes=1).describe() == "at least 1 within 1 minutes"
