@@ -13,7 +13,9 @@ published Atari curves (the A3C paper, Mnih et al. 2016, plots score against fra
 a long run can be laid over them. Not part of `make bench` (minutes to hours).
 
 `--plot PNG` also draws the curve (score against env frames and against minutes) with the
-published reference for the game, where REFERENCES has one (matplotlib: `ba3c[report]`).
+published references for the game, where REFERENCES has them (matplotlib: `ba3c[report]`);
+the summary quotes them at the run's last evaluation and says whether the run met the
+game's target in TARGETS (Pong above 0 within 90 minutes, Breakout 50 or more within 60).
 """
 
 from __future__ import annotations
