@@ -128,8 +128,7 @@ class Evaluation:
             self._stop_seen = self._stop_seen or now
             if now - self._stop_seen >= self.cfg.evaluator.eval_stop_grace:
                 raise Stopped
-        logits, _ = self.model.forward(observations)
-        logits = logits.numpy()
+        logits, _ = self.model.predict(observations)
         # row by row, each with its episode's own generator: an episode's samples do not
         # depend on which other episodes are still playing
         return [

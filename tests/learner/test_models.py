@@ -125,6 +125,20 @@ def test_greedy_actions_are_the_argmax_and_sampled_ones_follow_the_softmax():
     assert models.act(model, obs, greedy=False, rng=3).dtype == np.int32
 
 
+def test_predict_is_the_forward_pass_as_numpy_and_follows_new_weights():
+    model = models.build_model(config(model="mlp"), (4,), 3)
+    obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    logits, values = model.predict(obs)
+    assert isinstance(logits, np.ndarray) and logits.shape == (5, 3) and values.shape == (5,)
+    expected = model(obs)
+    np.testing.assert_array_equal(logits, expected[0].numpy())
+    np.testing.assert_array_equal(values, expected[1].numpy())
+    # the traced function reads the variables, not values captured when it was traced
+    models.set_weights(model, {"value/bias": np.array([7.0], np.float32)})
+    np.testing.assert_allclose(model.predict(obs)[1], values + 7.0, rtol=1e-5)  # bias was 0
+    assert model.predict(obs[:1].astype(np.float64))[0].shape == (1, 3)  # any batch, cast
+
+
 def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert models.configure_threads(0) == 3
