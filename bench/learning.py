@@ -16,6 +16,9 @@ a long run can be laid over them. Not part of `make bench` (minutes to hours).
 published references for the game, where REFERENCES has them (matplotlib: `ba3c[report]`);
 the summary quotes them at the run's last evaluation and says whether the run met the
 game's target in TARGETS (Pong above 0 within 90 minutes, Breakout 50 or more within 60).
+`--also-run RUN_DIR` (repeatable) lays other finished runs of the same game beside it: each
+is drawn as its own curve and gets its own target line, so that one figure shows every run
+a target was judged on.
 """
 
 from __future__ import annotations
@@ -224,22 +227,25 @@ def reference_at(env: str, frames: float) -> list[tuple[str, float]]:
     return out
 
 
-def plot(points: list[dict], env: str, title: str, path: Path) -> None:
+def plot(runs: list[tuple[str, list[dict]]], env: str, title: str, path: Path) -> None:
     """Two small panels: evaluation score (mean, min-max band) against env frames, with
-    the references for `env`, and against minutes."""
+    the references for `env`, and against minutes; one curve per (label, points) run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (by_frames, by_minutes) = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=90, sharey=True)
-    frames = [p["env_frames"] / 1e6 for p in points]
-    minutes = [p["minutes"] for p in points]
-    mean = [p["mean"] for p in points]
-    low, high = [p["min"] for p in points], [p["max"] for p in points]
-    for ax, x, label in ((by_frames, frames, "env frames (M)"), (by_minutes, minutes, "minutes")):
-        ax.fill_between(x, low, high, alpha=0.2, label="evaluation min-max")
-        ax.plot(x, mean, marker=".", label="evaluation mean")
+    for i, (name, points) in enumerate(runs):
+        frames = [p["env_frames"] / 1e6 for p in points]
+        minutes = [p["minutes"] for p in points]
+        mean = [p["mean"] for p in points]
+        low, high = [p["min"] for p in points], [p["max"] for p in points]
+        label = "evaluation mean" if len(runs) == 1 else f"{name}: evaluation mean"
+        for ax, x in ((by_frames, frames), (by_minutes, minutes)):
+            ax.fill_between(x, low, high, alpha=0.2 if len(runs) == 1 else 0.1, color=f"C{i}")
+            ax.plot(x, mean, marker=".", color=f"C{i}", label=label)
+    for ax, label in ((by_frames, "env frames (M)"), (by_minutes, "minutes")):
         ax.set(xlabel=label, ylabel="score")
         ax.grid(alpha=0.3)
     for label, ref, spread in REFERENCES.get(env, []):
@@ -270,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUN_DIR",
         help="Do not train: summarise this run's eval.jsonl.",
     )
+    parser.add_argument(
+        "--also-run",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="Another finished run of the same game to draw and judge beside it (repeatable).",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="Also draw the curve here.")
     parser.add_argument("--title", default="", help="The plot's title (default: the run).")
@@ -278,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be > 0 (or give --from-run RUN_DIR)")
     if args.from_run is not None and not (args.from_run / "config.toml").exists():
         parser.error(f"--from-run: {args.from_run} is not a run directory (no config.toml)")
+    for other in args.also_run:
+        if not (other / "config.toml").exists():
+            parser.error(f"--also-run: {other} is not a run directory (no config.toml)")
+        other_env = _env_of(other)
+        env = args.env if args.from_run is None else _env_of(args.from_run)
+        if other_env != env:
+            parser.error(f"--also-run: {other} ran {other_env}, not {env}")
 
     before = machine()
     if args.from_run is not None:
@@ -303,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     if target is not None and points:
         met, line = target_verdict(points, target)
         print(line)
+    also = []
+    for other in args.also_run:
+        other_points = read_curve(other, (other / "config.toml").stat().st_mtime)
+        other_met = None
+        if target is not None and other_points:
+            other_met, line = target_verdict(other_points, target)
+            print(f"{other.name}: {line}")
+        also.append({"run_dir": str(other), "curve": other_points, "target_met": other_met})
     report = {
         "benchmark": "learning speed",
         "env": args.env if args.from_run is None else None,
@@ -317,10 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         "final_mean": points[-1]["mean"] if points else None,
         "references_at_final_frames": dict(at_last),
         "target": None if target is None else {"describe": target.describe(), "met": met},
+        "also": also,
     }
     write_report(args.out, report)
     if args.plot is not None and points:
-        plot(points, env, args.title or f"{env}: {run_dir.name}", args.plot)
+        runs = [(run_dir.name, points)] + [(Path(a["run_dir"]).name, a["curve"]) for a in also]
+        plot(runs, env, args.title or f"{env}: {run_dir.name}", args.plot)
         print(f"wrote {args.plot}")
     return code
 

@@ -118,3 +118,61 @@ def test_a_target_is_met_only_by_an_evaluation_past_it_within_its_minutes():
     met, line = target_verdict(run((30, 12.0), (61, 80.0)), breakout)  # too late
     assert not met and line.endswith("MISSED, first at 61.0 min, 6.10M frames (80)")
     assert Target(1.0, strict=False, minutes=1).describe() == "at least 1 within 1 minutes"
+
+
+def _run_with_curve(path, env, started, means_at):
+    run_dir = make_run_dir(path, env=env)
+    os.utime(run_dir.config_path, (started, started))
+    run_dir.eval_path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "version": 100 * i,
+                    "env_frames": int(minutes * 2e5),
+                    "mean": mean,
+                    "min": mean - 1,
+                    "max": mean + 1,
+                    "episodes": 5,
+                    "time": started + 60 * minutes,
+                }
+            )
+            + "\n"
+            for i, (minutes, mean) in enumerate(means_at)
+        )
+    )
+    return run_dir
+
+
+def test_other_runs_of_the_game_are_judged_and_drawn_beside_it(tmp_path):
+    first = _run_with_curve(tmp_path / "first", "PongNoFrameskip-v4", 1e6, [(10, -20), (80, 1)])
+    second = _run_with_curve(tmp_path / "second", "PongNoFrameskip-v4", 2e6, [(70, -3), (95, 2)])
+    out, png = tmp_path / "learning.json", tmp_path / "both.png"
+    done = subprocess.run(
+        [*LEARNING, "--from-run", str(first.path), "--also-run", str(second.path)]
+        + ["--out", str(out), "--plot", str(png)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "target: above 0 within 90 minutes: met, first at 80.0 min" in done.stdout
+    # the second run got above 0 only at 95 minutes, each run timed from its own start
+    assert "second: target: above 0 within 90 minutes: MISSED, first at 95.0 min" in done.stdout
+    (also,) = json.loads(out.read_text())["also"]
+    assert also["target_met"] is False and [p["mean"] for p in also["curve"]] == [-3, 2]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    breakout = _run_with_curve(tmp_path / "breakout", "BreakoutNoFrameskip-v4", 1e6, [(5, 9)])
+    done = subprocess.run(
+        [*LEARNING, "--from-run", str(first.path), "--also-run", str(breakout.path)]
+        + ["--out", str(tmp_path / "no.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and not (tmp_path / "no.json").exists()
+    assert f"--also-run: {breakout.path} ran BreakoutNoFrameskip-v4, not PongNoFrameskip-v4" in (
+        done.stderr
+    )
