@@ -73,7 +73,16 @@ def test_the_service_evaluates_the_pulled_parameters_and_reports_everywhere(
     assert second["scores"] == first["scores"]  # sgd of zero gradients changed nothing
     assert scrape(run_dir, "evaluator").value("ba3c_evaluator_pulls_total", outcome="new") == 4
 
-    scalars = cluster.read_scalars(run_dir.path / "tensorboard" / "eval")
+    # eval.jsonl is written before TensorBoard's file is flushed: wait for both there
+    scalars = wait_for(
+        lambda: (
+            (s := cluster.read_scalars(run_dir.path / "tensorboard" / "eval"))
+            and len(s.get("eval/score_mean", [])) >= 2
+            and s
+        ),
+        START,
+        "the second evaluation in TensorBoard",
+    )
     assert scalars["eval/score_mean"] == [
         (0, pytest.approx(first["mean"])),
         (1, pytest.approx(second["mean"])),
