@@ -14,6 +14,11 @@ from tests.support import ROOT, make_run_dir
 LEARNING = [sys.executable, "-m", "bench.learning"]
 
 
+def learning(*args: str) -> subprocess.CompletedProcess:
+    """`python -m bench.learning ARGS` from the checkout, output captured."""
+    return subprocess.run([*LEARNING, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
     run_dir = make_run_dir(tmp_path / "run", env="PongNoFrameskip-v4")
     started = 1_000_000.0
@@ -35,13 +40,7 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
     # the last line is still being written: it must be skipped, not fail the reader
     run_dir.eval_path.write_text("\n".join(lines) + '\n{"version": 9')
     out, png = tmp_path / "learning.json", tmp_path / "curve.png"
-    done = subprocess.run(
-        [*LEARNING, "--from-run", str(run_dir.path), "--out", str(out), "--plot", str(png)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = learning("--from-run", str(run_dir.path), "--out", str(out), "--plot", str(png))
     assert done.returncode == 0, done.stderr
     assert "| 30.0 | 12,000,000 | 500 | -5.0 [-6--4] | 3 |" in done.stdout
     # beside the published curve at the same frames (RLlib's IMPALA: -15.3 at 12M frames)
@@ -63,22 +62,10 @@ def test_learning_curve_is_read_from_eval_jsonl(tmp_path):
 
 
 def test_learning_needs_minutes_or_a_run(tmp_path):
-    done = subprocess.run(
-        [*LEARNING, "--out", str(tmp_path / "x.json")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = learning("--out", str(tmp_path / "x.json"))
     assert done.returncode == 2
     assert "--minutes must be > 0" in done.stderr and "Traceback" not in done.stderr
-    done = subprocess.run(
-        [*LEARNING, "--from-run", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = learning("--from-run", str(tmp_path))
     assert done.returncode == 2
     assert "is not a run directory (no config.toml)" in done.stderr
 
@@ -147,13 +134,15 @@ def test_other_runs_of_the_game_are_judged_and_drawn_beside_it(tmp_path):
     first = _run_with_curve(tmp_path / "first", "PongNoFrameskip-v4", 1e6, [(10, -20), (80, 1)])
     second = _run_with_curve(tmp_path / "second", "PongNoFrameskip-v4", 2e6, [(70, -3), (95, 2)])
     out, png = tmp_path / "learning.json", tmp_path / "both.png"
-    done = subprocess.run(
-        [*LEARNING, "--from-run", str(first.path), "--also-run", str(second.path)]
-        + ["--out", str(out), "--plot", str(png)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = learning(
+        "--from-run",
+        str(first.path),
+        "--also-run",
+        str(second.path),
+        "--out",
+        str(out),
+        "--plot",
+        str(png),
     )
     assert done.returncode == 0, done.stderr
     assert "target: above 0 within 90 minutes: met, first at 80.0 min" in done.stdout
@@ -164,13 +153,13 @@ def test_other_runs_of_the_game_are_judged_and_drawn_beside_it(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     breakout = _run_with_curve(tmp_path / "breakout", "BreakoutNoFrameskip-v4", 1e6, [(5, 9)])
-    done = subprocess.run(
-        [*LEARNING, "--from-run", str(first.path), "--also-run", str(breakout.path)]
-        + ["--out", str(tmp_path / "no.json")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = learning(
+        "--from-run",
+        str(first.path),
+        "--also-run",
+        str(breakout.path),
+        "--out",
+        str(tmp_path / "no.json"),
     )
     assert done.returncode == 2 and not (tmp_path / "no.json").exists()
     assert f"--also-run: {breakout.path} ran BreakoutNoFrameskip-v4, not PongNoFrameskip-v4" in (
