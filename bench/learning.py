@@ -94,6 +94,11 @@ def train(args: argparse.Namespace, extra: list[str]) -> tuple[Path, float, int]
     return Path(run_dir), started, code
 
 
+def _started(run_dir: Path) -> float:
+    """When a finished run began (Unix seconds): its config.toml is written first."""
+    return (run_dir / "config.toml").stat().st_mtime
+
+
 def _env_of(run_dir: Path) -> str:
     from ba3c import config as configuration
 
@@ -241,9 +246,11 @@ def plot(runs: list[tuple[str, list[dict]]], env: str, title: str, path: Path) -
         minutes = [p["minutes"] for p in points]
         mean = [p["mean"] for p in points]
         low, high = [p["min"] for p in points], [p["max"] for p in points]
-        label = "evaluation mean" if len(runs) == 1 else f"{name}: evaluation mean"
+        alone = len(runs) == 1
+        label = "evaluation mean" if alone else f"{name}: evaluation mean"
+        band = "evaluation min-max" if alone else None
         for ax, x in ((by_frames, frames), (by_minutes, minutes)):
-            ax.fill_between(x, low, high, alpha=0.2 if len(runs) == 1 else 0.1, color=f"C{i}")
+            ax.fill_between(x, low, high, alpha=0.2 if alone else 0.1, color=f"C{i}", label=band)
             ax.plot(x, mean, marker=".", color=f"C{i}", label=label)
     for ax, label in ((by_frames, "env frames (M)"), (by_minutes, "minutes")):
         ax.set(xlabel=label, ylabel="score")
@@ -292,18 +299,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be > 0 (or give --from-run RUN_DIR)")
     if args.from_run is not None and not (args.from_run / "config.toml").exists():
         parser.error(f"--from-run: {args.from_run} is not a run directory (no config.toml)")
+    game = args.env if args.from_run is None else _env_of(args.from_run)
     for other in args.also_run:
         if not (other / "config.toml").exists():
             parser.error(f"--also-run: {other} is not a run directory (no config.toml)")
         other_env = _env_of(other)
-        env = args.env if args.from_run is None else _env_of(args.from_run)
-        if other_env != env:
-            parser.error(f"--also-run: {other} ran {other_env}, not {env}")
+        if other_env != game:
+            parser.error(f"--also-run: {other} ran {other_env}, not {game}")
 
     before = machine()
     if args.from_run is not None:
         run_dir, code = args.from_run, 0
-        started = (run_dir / "config.toml").stat().st_mtime  # written when the run began
+        started = _started(run_dir)
     else:
         run_dir, started, code = train(args, extra)
     points = read_curve(run_dir, started)
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall-clock and environment frames\n"
     )
     print(table(points) if points else "(no evaluation finished: eval.jsonl is empty)")
-    env = args.env if args.from_run is None else _env_of(run_dir)
+    env = game
     at_last = reference_at(env, points[-1]["env_frames"]) if points else []
     for label, score in at_last:
         print(
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     also = []
     for other in args.also_run:
-        other_points = read_curve(other, (other / "config.toml").stat().st_mtime)
+        other_points = read_curve(other, _started(other))
         other_met = None
         if target is not None and other_points:
             other_met, line = target_verdict(other_points, target)
