@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.learner import metrics as learner_metrics
-from tests.multihost.job import H1, RunningJob, exposed, start_job
+from tests.multihost.job import H1, RunningJob, exposed, start_job, value_of
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow  # one shared job: over a minute for the module
@@ -77,10 +77,12 @@ def test_breakout_trains_the_split_fc_kernel_on_both_shards_in_bfloat16_and_reco
     )
     assert videos[0].stat().st_size > 0
     # float32 gradients out, bfloat16 parameters back: the replies are about half the
-    # requests' bytes (float32 replies would be about the same size)
+    # requests' bytes (float32 replies would be about the same size). Both counters from one
+    # scrape: training goes on between two scrapes.
     for i in range(LEARNERS):
-        sent = breakout.metric("learner", PUSHPULL_BYTES, i, direction="sent")
-        received = breakout.metric("learner", PUSHPULL_BYTES, i, direction="received")
+        page = breakout.exposition("learner", i)
+        sent = value_of(page, PUSHPULL_BYTES, direction="sent")
+        received = value_of(page, PUSHPULL_BYTES, direction="received")
         assert sent > 0 and 0.25 < received / sent < 0.6, (i, sent, received)
 
 
