@@ -61,7 +61,7 @@ from ba3c.sharding import Assignment
 from ba3c.v1 import paramserver_pb2 as pb
 from ba3c.v1 import paramserver_pb2_grpc as pb_grpc
 from ba3c.v1 import tensor_pb2
-from bench.common import ROOT, stop_process_groups
+from bench.common import ROOT, process_cpu_seconds, stop_process_groups
 from tests.support.models import NATURE_CNN
 
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -153,14 +153,7 @@ class Servers:
         """CPU time used so far by the shard ("ps") or echo ("echo") processes, from
         /proc/PID/schedstat (nanoseconds on a CPU; independent of other load)."""
         procs = self.procs[0::2] if kind == "ps" else self.procs[1::2]
-        total = 0
-        for p in procs:
-            for task in Path(f"/proc/{p.pid}/task").iterdir():
-                try:
-                    total += int((task / "schedstat").read_text().split()[0])
-                except (FileNotFoundError, ProcessLookupError):
-                    pass  # a thread that just ended
-        return total / 1e9
+        return sum(process_cpu_seconds(p.pid) for p in procs)
 
     def stop(self) -> None:
         stop_process_groups(self.procs, grace=20)
