@@ -207,7 +207,9 @@ class LearnerConfig:
         4096, "Most transitions waiting for the trainer; a full queue slows the pools down."
     )
     threads: int = knob(
-        0, "TensorFlow threads (0 = the cores Slurm gives the task, else all cores)."
+        0,
+        "TensorFlow intra-op threads of the learner and evaluator (0 = the cores Slurm "
+        "gives the task; outside Slurm half the cores, which the pools share).",
     )
 
 

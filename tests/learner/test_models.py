@@ -144,7 +144,18 @@ def test_thread_count_follows_slurm_then_the_machine(monkeypatch):
     assert models.configure_threads(0) == 3
     assert models.configure_threads(5) == 5
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    assert models.configure_threads(0) == available_cores()
+    assert models.configure_threads(0) == max(1, available_cores() // 2)
+
+
+def test_acting_and_training_always_get_two_inter_op_threads(monkeypatch):
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    # one inter-op thread would run the trainer's and the predictor's graphs one at a time
+    assert models.thread_counts(1) == (1, 2)
+    assert models.thread_counts(8) == (8, 2)
+    monkeypatch.setattr(models, "available_cores", lambda: 2)
+    assert models.thread_counts(0) == (1, 2)
+    monkeypatch.setattr(models, "available_cores", lambda: 16)
+    assert models.thread_counts(0) == (8, 2)
 
 
 def test_the_seeds_cnn_has_valid_5x5_convolutions_without_biases():
