@@ -378,7 +378,8 @@ def thread_counts(threads: int) -> tuple[int, int]:
 
     Measured on 2 cores (bench/README.md, "TensorFlow threads on a shared machine"): one
     intra-op thread makes a batch-8 forward pass ~40% cheaper in CPU (no hand-offs between
-    threads for small ops) and end to end was 1.00-1.20x faster over 4 alternated pairs.
+    threads for small ops) and end to end was 1.00-1.23x (median 1.14x) as fast over 6
+    alternated pairs.
     """
     if threads <= 0:
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or max(1, available_cores() // 2)

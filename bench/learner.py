@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ba3c import envs, models
-from ba3c.config import Config, knobs
+from ba3c.config import Config, ConfigError, knobs, parse_value
 from bench.common import ROOT, process_cpu_seconds, window_rates
 from tests.support import Process, ba3c_command, make_run_dir, wait_for
 from tests.support.metrics import scrape_address
@@ -169,19 +169,17 @@ def cpu_rows(raw_cpu: dict, used_cpu: dict) -> list[tuple[str, str, str]]:
 
 
 def knob_overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict:
-    """{knob: value} from KNOB=VALUE strings, each value of its knob's type."""
-    defaults = Config()
+    """{knob: value} from KNOB=VALUE strings, parsed as ba3c parses flags and variables."""
     by_name = {k.name: k for k in knobs()}
     out = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or name not in by_name:
             parser.error(f"--set {pair!r}: expected KNOB=VALUE with a known knob, e.g. threads=1")
-        default = getattr(getattr(defaults, by_name[name].section), name)
         try:
-            out[name] = type(default)(text) if not isinstance(default, bool) else text == "true"
-        except ValueError:
-            parser.error(f"--set {pair!r}: {name} takes a {type(default).__name__}")
+            out[name] = parse_value(by_name[name], text, f"--set {pair!r}")
+        except ConfigError as e:
+            parser.error(str(e))
     return out
 
 
@@ -217,7 +215,8 @@ def main() -> int:
     cfg.simulator.simulator_procs = args.envs_per_pool
     predict_batch = args.pools * args.envs_per_pool
     raw_seconds = min(args.seconds, 10.0) / 2
-    before, before_cpu = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds).values()
+    measured = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
+    before, before_cpu = measured["rate"], measured["cpu_ms"]
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="ba3c-bench-") as tmp:
         rates, cpu_windows = end_to_end(
@@ -232,7 +231,8 @@ def main() -> int:
         )
     e2e = statistics.median(rates)
     load.append(os.getloadavg()[0])
-    after, after_cpu = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds).values()
+    measured = raw_rates(cfg, args.batch_size, predict_batch, raw_seconds)
+    after, after_cpu = measured["rate"], measured["cpu_ms"]
     raw = {k: (before[k] + after[k]) / 2 for k in before}
     limit = 1.0 / sum(1.0 / v for v in raw.values())
     raw_cpu = {k: (before_cpu[k] + after_cpu[k]) / 2 for k in before_cpu}

@@ -55,9 +55,13 @@ def test_the_cpu_rows_set_the_pools_against_e_and_the_learner_against_i_plus_t()
     ]
 
 
-def test_an_unknown_knob_in_set_is_one_line_and_runs_nothing(tmp_path):
-    done = bench_learner("--set", "no_such_knob=1", "--out", str(tmp_path / "x.json"))
-    assert done.returncode == 2
-    assert "--set 'no_such_knob=1': expected KNOB=VALUE" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert not (tmp_path / "x.json").exists()
+def test_an_unknown_knob_or_a_bad_value_in_set_is_one_line_and_runs_nothing(tmp_path):
+    for pair, message in (
+        ("no_such_knob=1", "--set 'no_such_knob=1': expected KNOB=VALUE"),
+        ("threads=two", "threads expects int, got 'two'"),
+        ("grad_dtype=int8", "grad_dtype must be one of float32, bfloat16, float16"),
+    ):
+        done = bench_learner("--set", pair, "--out", str(tmp_path / "x.json"))
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-500:]
+        assert "Traceback" not in done.stderr
+        assert not (tmp_path / "x.json").exists()
